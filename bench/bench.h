@@ -1,0 +1,23 @@
+/*
+ * bench.h - the commands of vectron-bench.
+ *
+ * vectron-bench <command> [options]: bench_main.c dispatches on the command
+ * word and passes the rest of the command line on, with argv[0] set to the
+ * command word itself (so getopt-style parsing starts at argv[1]).
+ *
+ * Each command prints machine-readable results as one JSON object per line
+ * on stdout and human-readable progress on stderr, and returns the process
+ * exit status: 0 success, 1 a run-time failure (I/O, index error), 2 a
+ * usage error.
+ */
+#ifndef VX_BENCH_BENCH_H
+#define VX_BENCH_BENCH_H
+
+#include <stdio.h>
+
+/* `ann`: recall / throughput / latency / build time / memory of the Vectron
+ * index against hnswlib on one data set.  Options: see bench_ann.c. */
+int bench_ann_main(int argc, char **argv);
+void bench_ann_usage(FILE *out);
+
+#endif

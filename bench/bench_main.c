@@ -1,0 +1,36 @@
+/*
+ * bench_main.c - entry point of vectron-bench: `vectron-bench <command>
+ * [options]`.  Dispatches to one function per command (bench.h).
+ */
+#include "bench.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *out)
+{
+    fputs("usage: vectron-bench <command> [options]\n"
+          "\n"
+          "commands:\n"
+          "  ann      recall, queries/s, latency, build time and memory of the Vectron\n"
+          "           index, against hnswlib in the same run\n"
+          "  --help   this text (`vectron-bench ann --help` for the options of ann)\n",
+          out);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "ann") == 0) return bench_ann_main(argc - 1, argv + 1);
+    fprintf(stderr, "vectron-bench: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}
