@@ -20,4 +20,10 @@
 int bench_ann_main(int argc, char **argv);
 void bench_ann_usage(FILE *out);
 
+/* `filter`: filtered search, the index's choice between graph walk and
+ * exact scan against both forced, per share of matching points.  Options:
+ * see bench_filter.c. */
+int bench_filter_main(int argc, char **argv);
+void bench_filter_usage(FILE *out);
+
 #endif

@@ -35,6 +35,7 @@
  * Progress goes to stderr unless --json-only.
  */
 #include "bench.h"
+#include "bench_util.h"
 #include "peer_hnswlib.h"
 
 #include "base/err.h"
@@ -42,25 +43,17 @@
 #include "index/distance.h"
 #include "index/index.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <malloc.h>
 #include <math.h>
-#include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #define ANN_MAX_EF 64
-#define ANN_TRAIN_ROWS 20000
 #define ANN_WARMUP_QUERIES 1000
-#define ANN_BUILD_CHUNK 64
 #define ANN_RECALL_TARGET 0.95
 #define MIB (1024.0 * 1024.0)
 
@@ -100,58 +93,6 @@ void bench_ann_usage(FILE *out)
           out);
 }
 
-static bool g_quiet; /* --json-only */
-
-static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void progress(const char *fmt, ...)
-{
-    if (g_quiet) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-}
-
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("vectron-bench ann: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\n(run 'vectron-bench ann --help' for the options)\n", stderr);
-    return 2;
-}
-
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("vectron-bench ann: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
-/* Parse a decimal integer in [lo, hi]; 0 or an error already printed (2). */
-static int parse_uint(const char *opt, const char *s, unsigned long long lo, unsigned long long hi,
-                      unsigned long long *out)
-{
-    char *end;
-    unsigned long long v;
-    if (s == NULL || *s == '\0' || *s == '-' || *s == '+' || *s == ' ')
-        return usage_error("--%s: expected a number, got '%s'", opt, s ? s : "");
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0') return usage_error("--%s: expected a number, got '%s'", opt, s);
-    if (v < lo || v > hi)
-        return usage_error("--%s: %llu is out of range %llu..%llu", opt, v, lo, hi);
-    *out = v;
-    return 0;
-}
-
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -161,19 +102,20 @@ static int cmp_u32(const void *a, const void *b)
 static int parse_ef_list(const char *s, ann_opts *o)
 {
     char buf[1024];
-    if (strlen(s) >= sizeof buf) return usage_error("--ef: list too long");
+    if (strlen(s) >= sizeof buf) return bench_usage_error("--ef: list too long");
     strcpy(buf, s);
     o->n_ef = 0;
     char *save = NULL;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         unsigned long long v;
-        int rc = parse_uint("ef", tok, 1, 1u << 20, &v);
+        int rc = bench_parse_uint("ef", tok, 1, 1u << 20, &v);
         if (rc) return rc;
-        if (o->n_ef == ANN_MAX_EF) return usage_error("--ef: at most %d values", ANN_MAX_EF);
+        if (o->n_ef == ANN_MAX_EF) return bench_usage_error("--ef: at most %d values", ANN_MAX_EF);
         o->efs[o->n_ef++] = (uint32_t)v;
     }
     if (o->n_ef == 0)
-        return usage_error("--ef: expected a comma-separated list of beam widths, got '%s'", s);
+        return bench_usage_error("--ef: expected a comma-separated list of beam widths, got '%s'",
+                                 s);
     /* Ascending and unique: the recall-0.95 interpolation walks them in order. */
     qsort(o->efs, o->n_ef, sizeof o->efs[0], cmp_u32);
     size_t w = 1;
@@ -187,7 +129,7 @@ static int parse_quant_list(const char *s, ann_opts *o)
 {
     char buf[64];
     if (strlen(s) >= sizeof buf)
-        return usage_error("--quant: expected none, int8 or none,int8, got '%s'", s);
+        return bench_usage_error("--quant: expected none, int8 or none,int8, got '%s'", s);
     strcpy(buf, s);
     o->n_quant = 0;
     char *save = NULL;
@@ -198,13 +140,13 @@ static int parse_quant_list(const char *s, ann_opts *o)
         else if (strcmp(tok, "int8") == 0)
             q = VX_QUANT_INT8;
         else
-            return usage_error("--quant: unknown mode '%s' (expected none or int8)", tok);
+            return bench_usage_error("--quant: unknown mode '%s' (expected none or int8)", tok);
         for (size_t i = 0; i < o->n_quant; i++)
-            if (o->quants[i] == q) return usage_error("--quant: '%s' given twice", tok);
+            if (o->quants[i] == q) return bench_usage_error("--quant: '%s' given twice", tok);
         o->quants[o->n_quant++] = q;
     }
     if (o->n_quant == 0)
-        return usage_error("--quant: expected none, int8 or none,int8, got '%s'", s);
+        return bench_usage_error("--quant: expected none, int8 or none,int8, got '%s'", s);
     return 0;
 }
 
@@ -276,10 +218,10 @@ static int parse_opts(int argc, char **argv, ann_opts *o)
     optind = 1;
     opterr = 1; /* getopt names the unknown option or the missing argument */
     while ((c = getopt_long(argc, argv, "", longopts, &li)) != -1) {
-        if (c == '?' || c == ':') return usage_error("bad command line");
+        if (c == '?' || c == ':') return bench_usage_error("bad command line");
         if (c >= OPT_BASE && c <= OPT_HELP) {
             if (seen[c] && c != OPT_JSON_ONLY && c != OPT_HELP)
-                return usage_error("option --%s given twice", longopts[li].name);
+                return bench_usage_error("option --%s given twice", longopts[li].name);
             seen[c] = true;
         }
         switch (c) {
@@ -293,29 +235,22 @@ static int parse_opts(int argc, char **argv, ann_opts *o)
             o->gt_path = optarg;
             break;
         case OPT_METRIC:
-            if (strcmp(optarg, "l2") == 0)
-                o->metric = VX_METRIC_L2;
-            else if (strcmp(optarg, "ip") == 0)
-                o->metric = VX_METRIC_IP;
-            else if (strcmp(optarg, "cosine") == 0)
-                o->metric = VX_METRIC_COSINE;
-            else
-                return usage_error("--metric: expected l2, ip or cosine, got '%s'", optarg);
+            if ((rc = bench_parse_metric(optarg, &o->metric))) return rc;
             o->metric_name = optarg;
             break;
         case OPT_M:
-            if ((rc = parse_uint("m", optarg, 2, 128, &v))) return rc;
+            if ((rc = bench_parse_uint("m", optarg, 2, 128, &v))) return rc;
             o->m = (uint32_t)v;
             break;
         case OPT_EFC:
-            if ((rc = parse_uint("ef-construction", optarg, 1, 1u << 20, &v))) return rc;
+            if ((rc = bench_parse_uint("ef-construction", optarg, 1, 1u << 20, &v))) return rc;
             o->ef_construction = (uint32_t)v;
             break;
         case OPT_EF:
             if ((rc = parse_ef_list(optarg, o))) return rc;
             break;
         case OPT_THREADS:
-            if ((rc = parse_uint("threads", optarg, 1, 1024, &v))) return rc;
+            if ((rc = bench_parse_uint("threads", optarg, 1, 1024, &v))) return rc;
             o->threads = (size_t)v;
             break;
         case OPT_QUANT:
@@ -327,30 +262,30 @@ static int parse_opts(int argc, char **argv, ann_opts *o)
             else if (strcmp(optarg, "none") == 0)
                 o->peer = false;
             else
-                return usage_error("--peer: expected hnswlib or none, got '%s'", optarg);
+                return bench_usage_error("--peer: expected hnswlib or none, got '%s'", optarg);
             break;
         case OPT_BUILD_THREADS:
-            if ((rc = parse_uint("build-threads", optarg, 1, 1024, &v))) return rc;
+            if ((rc = bench_parse_uint("build-threads", optarg, 1, 1024, &v))) return rc;
             o->build_threads = (size_t)v;
             break;
         case OPT_NQ:
-            if ((rc = parse_uint("nq", optarg, 1, SIZE_MAX, &v))) return rc;
+            if ((rc = bench_parse_uint("nq", optarg, 1, SIZE_MAX, &v))) return rc;
             o->nq = (size_t)v;
             break;
         case OPT_NBASE:
-            if ((rc = parse_uint("nbase", optarg, 1, SIZE_MAX, &v))) return rc;
+            if ((rc = bench_parse_uint("nbase", optarg, 1, SIZE_MAX, &v))) return rc;
             o->nbase = (size_t)v;
             break;
         case OPT_K:
-            if ((rc = parse_uint("k", optarg, 1, 4096, &v))) return rc;
+            if ((rc = bench_parse_uint("k", optarg, 1, 4096, &v))) return rc;
             o->k = (uint32_t)v;
             break;
         case OPT_RESCORE:
-            if ((rc = parse_uint("rescore", optarg, 0, UINT32_MAX, &v))) return rc;
+            if ((rc = bench_parse_uint("rescore", optarg, 0, UINT32_MAX, &v))) return rc;
             o->rescore = (uint32_t)v;
             break;
         case OPT_REPEAT:
-            if ((rc = parse_uint("repeat", optarg, 1, 1000, &v))) return rc;
+            if ((rc = bench_parse_uint("repeat", optarg, 1, 1000, &v))) return rc;
             o->repeat = (size_t)v;
             break;
         case OPT_JSON_ONLY:
@@ -360,126 +295,45 @@ static int parse_opts(int argc, char **argv, ann_opts *o)
             bench_ann_usage(stdout);
             return -1;
         default:
-            return usage_error("bad command line");
+            return bench_usage_error("bad command line");
         }
     }
-    if (optind < argc) return usage_error("unexpected argument '%s'", argv[optind]);
+    if (optind < argc) return bench_usage_error("unexpected argument '%s'", argv[optind]);
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
         if (!seen[required[i].id])
-            return usage_error("missing required option --%s", required[i].name);
+            return bench_usage_error("missing required option --%s", required[i].name);
     if (o->ef_construction < o->m)
-        return usage_error("--ef-construction %u must be >= --m %u", o->ef_construction, o->m);
+        return bench_usage_error("--ef-construction %u must be >= --m %u", o->ef_construction,
+                                 o->m);
     return 0;
-}
-
-/* ---- measurement helpers ------------------------------------------------ */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* Resident set size in bytes, or 0 when /proc is unavailable. */
-static size_t rss_bytes(void)
-{
-    unsigned long long size_pages, resident_pages;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f == NULL) return 0;
-    int n = fscanf(f, "%llu %llu", &size_pages, &resident_pages);
-    fclose(f);
-    if (n != 2) return 0;
-    return (size_t)resident_pages * (size_t)sysconf(_SC_PAGESIZE);
-}
-
-/* RSS after giving freed heap pages back, so the next delta starts clean. */
-static size_t rss_baseline(void)
-{
-    malloc_trim(0);
-    return rss_bytes();
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of sorted v[n], p in (0, 1]. */
-static double percentile_sorted(const double *v, size_t n, double p)
-{
-    size_t r = (size_t)ceil(p * (double)n);
-    if (r < 1) r = 1;
-    if (r > n) r = n;
-    return v[r - 1];
-}
-
-static void print_num(const char *fmt, double v)
-{
-    if (isfinite(v))
-        printf(fmt, v);
-    else
-        fputs("null", stdout);
 }
 
 /* ---- the data ----------------------------------------------------------- */
 
-typedef struct ann_data {
-    float *base;
-    size_t nbase, dim;
-    float *query;
-    size_t nq;
-    int32_t *gt;
-    size_t gt_cols;
-} ann_data;
-
-static int load_data(const ann_opts *o, ann_data *d)
+static int load_data(const ann_opts *o, bench_data *d)
 {
     char err[256];
-    size_t qdim, gt_rows, base_file_rows;
+    size_t gt_rows, base_file_rows;
     int rc;
 
-    progress("loading %s ...\n", o->base_path);
-    if ((rc = vx_fvecs_read(o->base_path, o->nbase, &d->base, &d->nbase, &d->dim, err))) {
-        fail("base vectors: %s", err);
-        return 1;
-    }
+    if ((rc = bench_load_vectors(o->base_path, o->nbase, o->query_path, o->nq, false, d)))
+        return rc;
     base_file_rows = d->nbase;
-    if (o->nbase && d->nbase < o->nbase) {
-        fail("--nbase %zu: %s has only %zu vectors", o->nbase, o->base_path, d->nbase);
-        return 1;
-    }
-    if ((rc = vx_fvecs_read(o->query_path, o->nq, &d->query, &d->nq, &qdim, err))) {
-        fail("query vectors: %s", err);
-        return 1;
-    }
-    if (o->nq && d->nq < o->nq) {
-        fail("--nq %zu: %s has only %zu queries", o->nq, o->query_path, d->nq);
-        return 1;
-    }
-    if (qdim != d->dim) {
-        fail("%s has dimension %zu but %s has %zu", o->query_path, qdim, o->base_path, d->dim);
-        return 1;
-    }
-    if (d->dim > VX_MAX_DIM) {
-        fail("dimension %zu exceeds VX_MAX_DIM %d", d->dim, VX_MAX_DIM);
-        return 1;
-    }
     if ((rc = vx_ivecs_read(o->gt_path, d->nq, &d->gt, &gt_rows, &d->gt_cols, err))) {
-        fail("ground truth: %s", err);
+        bench_fail("ground truth: %s", err);
         return 1;
     }
     if (gt_rows < d->nq) {
-        fail("%s has %zu rows, fewer than the %zu queries", o->gt_path, gt_rows, d->nq);
+        bench_fail("%s has %zu rows, fewer than the %zu queries", o->gt_path, gt_rows, d->nq);
         return 1;
     }
     if (d->gt_cols < o->k) {
-        fail("%s lists %zu neighbours per query, fewer than --k %u", o->gt_path, d->gt_cols, o->k);
+        bench_fail("%s lists %zu neighbours per query, fewer than --k %u", o->gt_path, d->gt_cols,
+                   o->k);
         return 1;
     }
     if (o->threads > d->nq) {
-        fail("--threads %zu exceeds the number of queries (%zu)", o->threads, d->nq);
+        bench_fail("--threads %zu exceeds the number of queries (%zu)", o->threads, d->nq);
         return 1;
     }
     /* Ground-truth ids are base row numbers: they must be valid, and with
@@ -489,7 +343,7 @@ static int load_data(const ann_opts *o, ann_data *d)
         for (size_t j = 0; j < o->k; j++) {
             int32_t id = d->gt[i * d->gt_cols + j];
             if (id < 0) {
-                fail("%s: row %zu lists a negative id %d", o->gt_path, i, (int)id);
+                bench_fail("%s: row %zu lists a negative id %d", o->gt_path, i, (int)id);
                 return 1;
             }
             if ((size_t)id >= d->nbase) beyond++;
@@ -499,40 +353,21 @@ static int load_data(const ann_opts *o, ann_data *d)
                 "vectron-bench ann: warning: %zu of the %zu ground-truth ids are >= the %zu "
                 "base vectors loaded%s; recall is measured against ids that cannot be found\n",
                 beyond, d->nq * (size_t)o->k, base_file_rows, o->nbase ? " (--nbase)" : "");
-    progress("loaded %zu base and %zu query vectors of dimension %zu, ground truth %zu/query\n",
-             d->nbase, d->nq, d->dim, d->gt_cols);
+    bench_progress(
+        "loaded %zu base and %zu query vectors of dimension %zu, ground truth %zu/query\n",
+        d->nbase, d->nq, d->dim, d->gt_cols);
     return 0;
-}
-
-static void free_data(ann_data *d)
-{
-    free(d->base);
-    free(d->query);
-    free(d->gt);
 }
 
 /* ---- one system, behind a small vtable ----------------------------------- */
 
-typedef struct ann_system {
-    const char *name;  /* "vectron" | "hnswlib" */
-    const char *quant; /* "none" | "int8" */
-    const char *isa;
-    void *impl;
-    uint32_t k, rescore, ef; /* ef of the current pass */
-    /* Called once per ef, single-threaded, before the passes. */
-    void (*set_ef)(struct ann_system *s, uint32_t ef);
-    /* Search one query; labels[k] filled nearest first; returns hits found
-     * or a negative error (message in err). */
-    int (*search)(struct ann_system *s, const float *q, uint64_t *labels, void *scratch, char *err);
-    size_t scratch_bytes; /* per query thread */
-} ann_system;
-
-static void vectron_set_ef(ann_system *s, uint32_t ef)
+static void vectron_set_ef(bench_system *s, uint32_t ef)
 {
     s->ef = ef;
 }
 
-static int vectron_search(ann_system *s, const float *q, uint64_t *labels, void *scratch, char *err)
+static int vectron_search(bench_system *s, const float *q, uint64_t *labels, void *scratch,
+                          char *err)
 {
     vx_search_params params = {.ef = s->ef, .rescore = s->rescore};
     vx_hit *hits = scratch;
@@ -551,196 +386,20 @@ static int vectron_search(ann_system *s, const float *q, uint64_t *labels, void 
     return (int)n;
 }
 
-static void peer_set_ef(ann_system *s, uint32_t ef)
+static void peer_set_ef(bench_system *s, uint32_t ef)
 {
     s->ef = ef;
     vx_peer_hnswlib_set_ef(s->impl, ef);
 }
 
-static int peer_search(ann_system *s, const float *q, uint64_t *labels, void *scratch, char *err)
+static int peer_search(bench_system *s, const float *q, uint64_t *labels, void *scratch, char *err)
 {
     return (int)vx_peer_hnswlib_search(s->impl, q, s->k, labels, NULL);
 }
 
-/* ---- build -------------------------------------------------------------- */
-
-typedef struct build_shared {
-    const ann_data *d;
-    bool peer;
-    void *impl;
-    size_t next; /* next row to claim (atomic) */
-    int failed;  /* atomic */
-    pthread_mutex_t mu;
-    char err[VX_ERRMSG_LEN];
-} build_shared;
-
-static void *build_worker(void *arg)
-{
-    build_shared *b = arg;
-    const ann_data *d = b->d;
-    char err[VX_ERRMSG_LEN];
-    for (;;) {
-        if (__atomic_load_n(&b->failed, __ATOMIC_RELAXED)) return NULL;
-        size_t lo = __atomic_fetch_add(&b->next, ANN_BUILD_CHUNK, __ATOMIC_RELAXED);
-        if (lo >= d->nbase) return NULL;
-        size_t hi = lo + ANN_BUILD_CHUNK < d->nbase ? lo + ANN_BUILD_CHUNK : d->nbase;
-        for (size_t i = lo; i < hi; i++) {
-            const float *v = d->base + i * d->dim;
-            int rc;
-            err[0] = '\0';
-            if (b->peer)
-                rc = vx_peer_hnswlib_add(b->impl, v, i);
-            else
-                rc = vx_index_add(b->impl, i, v, err);
-            if (rc) {
-                pthread_mutex_lock(&b->mu);
-                if (!b->failed) {
-                    if (b->peer)
-                        snprintf(b->err, sizeof b->err,
-                                 "insert of row %zu: addPoint threw (message above)", i);
-                    else
-                        snprintf(b->err, sizeof b->err, "vx_index_add of row %zu: %s: %s", i,
-                                 vx_strerror(rc), err);
-                    __atomic_store_n(&b->failed, 1, __ATOMIC_RELAXED);
-                }
-                pthread_mutex_unlock(&b->mu);
-                return NULL;
-            }
-        }
-    }
-}
-
-/* Insert every base row with nthreads threads; 0 or 1 (message printed). */
-static int build_insert_all(const ann_data *d, bool peer, void *impl, size_t nthreads)
-{
-    build_shared b = {.d = d, .peer = peer, .impl = impl};
-    pthread_mutex_init(&b.mu, NULL);
-    if (nthreads <= 1) {
-        build_worker(&b);
-    } else {
-        pthread_t *tids = calloc(nthreads, sizeof *tids);
-        size_t started = 0;
-        if (tids == NULL) {
-            fail("out of memory");
-            return 1;
-        }
-        for (; started < nthreads; started++) {
-            int rc = pthread_create(&tids[started], NULL, build_worker, &b);
-            if (rc != 0) {
-                fail("pthread_create: %s", strerror(rc));
-                __atomic_store_n(&b.failed, 1, __ATOMIC_RELAXED);
-                snprintf(b.err, sizeof b.err, "could not start build thread");
-                break;
-            }
-        }
-        for (size_t t = 0; t < started; t++)
-            pthread_join(tids[t], NULL);
-        free(tids);
-    }
-    pthread_mutex_destroy(&b.mu);
-    if (b.failed) {
-        fail("%s build: %s", peer ? "hnswlib" : "vectron", b.err);
-        return 1;
-    }
-    return 0;
-}
-
 /* ---- search passes ------------------------------------------------------- */
 
-typedef struct pass_shared {
-    ann_system *sys;
-    const ann_data *d;
-    size_t nq;        /* queries in this pass */
-    uint64_t *labels; /* nq * k, UINT64_MAX where fewer than k were found */
-    double *lat_us;   /* nq */
-    int failed;       /* atomic */
-    pthread_mutex_t mu;
-    char err[VX_ERRMSG_LEN];
-} pass_shared;
-
-typedef struct pass_slice {
-    pass_shared *p;
-    size_t lo, hi;
-} pass_slice;
-
-static void *pass_worker(void *arg)
-{
-    pass_slice *sl = arg;
-    pass_shared *p = sl->p;
-    ann_system *s = p->sys;
-    const size_t k = s->k, dim = p->d->dim;
-    char err[VX_ERRMSG_LEN];
-    void *scratch = s->scratch_bytes ? malloc(s->scratch_bytes) : NULL;
-    if (s->scratch_bytes && scratch == NULL) {
-        snprintf(err, sizeof err, "out of memory");
-        goto failed;
-    }
-    for (size_t i = sl->lo; i < sl->hi; i++) {
-        uint64_t *out = p->labels + i * k;
-        double t0 = now_s();
-        int n = s->search(s, p->d->query + i * dim, out, scratch, err);
-        double t1 = now_s();
-        if (n < 0) goto failed;
-        for (size_t j = (size_t)n; j < k; j++)
-            out[j] = UINT64_MAX;
-        p->lat_us[i] = (t1 - t0) * 1e6;
-    }
-    free(scratch);
-    return NULL;
-
-failed:
-    free(scratch);
-    pthread_mutex_lock(&p->mu);
-    if (!p->failed) {
-        snprintf(p->err, sizeof p->err, "%s", err);
-        __atomic_store_n(&p->failed, 1, __ATOMIC_RELAXED);
-    }
-    pthread_mutex_unlock(&p->mu);
-    return NULL;
-}
-
-/* One pass over nq queries with nthreads threads; wall seconds, or a
- * negative value on failure (message printed). */
-static double run_pass(ann_system *s, const ann_data *d, size_t nq, size_t nthreads,
-                       uint64_t *labels, double *lat_us)
-{
-    pass_shared p = {.sys = s, .d = d, .nq = nq, .labels = labels, .lat_us = lat_us};
-    pass_slice slices[1024];
-    pthread_t tids[1024];
-    size_t started = 0;
-    double t0, t1;
-
-    pthread_mutex_init(&p.mu, NULL);
-    for (size_t t = 0; t < nthreads; t++) {
-        slices[t].p = &p;
-        slices[t].lo = nq * t / nthreads;
-        slices[t].hi = nq * (t + 1) / nthreads;
-    }
-    t0 = now_s();
-    if (nthreads == 1) {
-        pass_worker(&slices[0]);
-    } else {
-        for (; started < nthreads; started++) {
-            int rc = pthread_create(&tids[started], NULL, pass_worker, &slices[started]);
-            if (rc != 0) {
-                snprintf(p.err, sizeof p.err, "pthread_create: %s", strerror(rc));
-                p.failed = 1;
-                break;
-            }
-        }
-        for (size_t t = 0; t < started; t++)
-            pthread_join(tids[t], NULL);
-    }
-    t1 = now_s();
-    pthread_mutex_destroy(&p.mu);
-    if (p.failed) {
-        fail("%s search: %s", s->name, p.err);
-        return -1;
-    }
-    return t1 - t0;
-}
-
-static double recall_at_k(const ann_data *d, size_t nq, uint32_t k, const uint64_t *labels)
+static double recall_at_k(const bench_data *d, size_t nq, uint32_t k, const uint64_t *labels)
 {
     size_t found = 0;
     for (size_t i = 0; i < nq; i++) {
@@ -777,29 +436,29 @@ typedef struct pass_stat {
 
 static int cmp_pass_qps(const void *a, const void *b)
 {
-    return cmp_double(&((const pass_stat *)a)->qps, &((const pass_stat *)b)->qps);
+    return bench_cmp_double(&((const pass_stat *)a)->qps, &((const pass_stat *)b)->qps);
 }
 
-static void print_point(const ann_opts *o, const ann_data *d, const ann_system *s,
+static void print_point(const ann_opts *o, const bench_data *d, const bench_system *s,
                         const ann_result *r, const ann_point *pt)
 {
     printf("{\"system\":\"%s\",\"quant\":\"%s\",\"ef\":%u,\"recall_at_%u\":", s->name, s->quant,
            pt->ef, o->k);
-    print_num("%.4f", pt->recall);
+    bench_print_num("%.4f", pt->recall);
     fputs(",\"qps\":", stdout);
-    print_num("%.1f", pt->qps);
+    bench_print_num("%.1f", pt->qps);
     fputs(",\"p50_us\":", stdout);
-    print_num("%.1f", pt->p50_us);
+    bench_print_num("%.1f", pt->p50_us);
     fputs(",\"p99_us\":", stdout);
-    print_num("%.1f", pt->p99_us);
+    bench_print_num("%.1f", pt->p99_us);
     printf(",\"threads\":%zu,\"build_s\":", o->threads);
-    print_num("%.3f", r->build_s);
+    bench_print_num("%.3f", r->build_s);
     fputs(",\"index_mib\":", stdout);
-    print_num("%.1f", r->index_mib);
+    bench_print_num("%.1f", r->index_mib);
     fputs(",\"vectors_mib\":", stdout);
-    print_num("%.1f", r->vectors_mib);
+    bench_print_num("%.1f", r->vectors_mib);
     fputs(",\"rss_mib\":", stdout);
-    print_num("%.1f", r->rss_mib);
+    bench_print_num("%.1f", r->rss_mib);
     printf(",\"isa\":\"%s\",\"metric\":\"%s\",\"m\":%u,\"ef_construction\":%u,\"k\":%u,"
            "\"nbase\":%zu,\"nq\":%zu,\"build_threads\":%zu}\n",
            s->isa, o->metric_name, o->m, o->ef_construction, o->k, d->nbase, d->nq,
@@ -808,7 +467,7 @@ static void print_point(const ann_opts *o, const ann_data *d, const ann_system *
 }
 
 /* Every ef: warm-up (first ef only), --repeat passes, the median pass. */
-static int measure_search(const ann_opts *o, const ann_data *d, ann_system *s, ann_result *r)
+static int measure_search(const ann_opts *o, const bench_data *d, bench_system *s, ann_result *r)
 {
     const size_t nq = d->nq, k = o->k;
     uint64_t *labels = malloc(nq * k * sizeof *labels);
@@ -825,11 +484,13 @@ static int measure_search(const ann_opts *o, const ann_data *d, ann_system *s, a
         s->set_ef(s, o->efs[e]);
         if (e == 0) {
             size_t nw = nq < ANN_WARMUP_QUERIES ? nq : ANN_WARMUP_QUERIES;
-            if (run_pass(s, d, nw, o->threads < nw ? o->threads : nw, labels, passes[0].lat_us) < 0)
+            if (bench_run_pass(s, d->query, d->dim, nw, o->threads < nw ? o->threads : nw, labels,
+                               passes[0].lat_us) < 0)
                 goto done;
         }
         for (size_t i = 0; i < o->repeat; i++) {
-            double wall = run_pass(s, d, nq, o->threads, labels, passes[i].lat_us);
+            double wall =
+                bench_run_pass(s, d->query, d->dim, nq, o->threads, labels, passes[i].lat_us);
             if (wall < 0) goto done;
             passes[i].qps = wall > 0 ? (double)nq / wall : INFINITY;
             passes[i].recall = recall_at_k(d, nq, o->k, labels);
@@ -837,22 +498,23 @@ static int measure_search(const ann_opts *o, const ann_data *d, ann_system *s, a
         qsort(passes, o->repeat, sizeof *passes, cmp_pass_qps);
         const pass_stat *med = &passes[o->repeat / 2];
         memcpy(sorted, med->lat_us, nq * sizeof *sorted);
-        qsort(sorted, nq, sizeof *sorted, cmp_double);
+        qsort(sorted, nq, sizeof *sorted, bench_cmp_double);
         pt->ef = o->efs[e];
         pt->recall = med->recall;
         pt->qps = med->qps;
-        pt->p50_us = percentile_sorted(sorted, nq, 0.50);
-        pt->p99_us = percentile_sorted(sorted, nq, 0.99);
+        pt->p50_us = bench_percentile_sorted(sorted, nq, 0.50);
+        pt->p99_us = bench_percentile_sorted(sorted, nq, 0.99);
         r->n_pts++;
-        progress("  %-7s %-4s ef %5u  recall@%u %.4f  %9.1f q/s  p50 %7.1f us  p99 %7.1f us\n",
-                 s->name, s->quant, pt->ef, o->k, pt->recall, pt->qps, pt->p50_us, pt->p99_us);
+        bench_progress(
+            "  %-7s %-4s ef %5u  recall@%u %.4f  %9.1f q/s  p50 %7.1f us  p99 %7.1f us\n", s->name,
+            s->quant, pt->ef, o->k, pt->recall, pt->qps, pt->p50_us, pt->p99_us);
         print_point(o, d, s, r, pt);
     }
     ret = 0;
     goto done;
 
 out_of_memory:
-    fail("out of memory for %zu queries", nq);
+    bench_fail("out of memory for %zu queries", nq);
 done:
     if (passes)
         for (size_t i = 0; i < o->repeat; i++)
@@ -865,82 +527,46 @@ done:
 
 /* ---- the two systems ---------------------------------------------------- */
 
-static int run_vectron(const ann_opts *o, const ann_data *d, vx_quant quant, ann_result *r)
+static int run_vectron(const ann_opts *o, const bench_data *d, vx_quant quant, ann_result *r)
 {
-    char err[VX_ERRMSG_LEN] = "";
     vx_index_config cfg;
     vx_index *idx = NULL;
     vx_index_stats st;
-    float *sample_copy = NULL;
-    int rc, ret = 1;
+    int ret = 1;
 
     r->system = "vectron";
     r->quant = quant == VX_QUANT_INT8 ? "int8" : "none";
-    progress("vectron %s: building from %zu vectors with %zu threads ...\n", r->quant, d->nbase,
-             o->build_threads);
+    bench_progress("vectron %s: building from %zu vectors with %zu threads ...\n", r->quant,
+                   d->nbase, o->build_threads);
 
-    size_t rss0 = rss_baseline();
-    double t0 = now_s();
+    size_t rss0 = bench_rss_baseline();
+    double t0 = bench_now_s();
     vx_index_config_default(&cfg, (uint32_t)d->dim, o->metric);
     cfg.m = o->m;
     cfg.ef_construction = o->ef_construction;
     cfg.quant = quant;
     cfg.rescore = o->rescore;
-    if ((rc = vx_index_new(&cfg, &idx, err))) {
-        fail("vx_index_new: %s: %s", vx_strerror(rc), err);
-        return 1;
-    }
-    if (quant == VX_QUANT_INT8) {
-        size_t ns = d->nbase < ANN_TRAIN_ROWS ? d->nbase : ANN_TRAIN_ROWS;
-        const float *sample = d->base;
-        /* index.h does not say whether train() normalizes a COSINE sample as
-         * add() does; hand it unit vectors so either way it sees what the
-         * index stores (normalizing twice is harmless). */
-        if (o->metric == VX_METRIC_COSINE) {
-            sample_copy = malloc(ns * d->dim * sizeof(float));
-            if (sample_copy == NULL) {
-                fail("out of memory for the training sample");
-                goto err_after_new;
-            }
-            for (size_t i = 0; i < ns; i++) {
-                const float *v = d->base + i * d->dim;
-                float *w = sample_copy + i * d->dim;
-                double ss = 0;
-                for (size_t j = 0; j < d->dim; j++)
-                    ss += (double)v[j] * v[j];
-                float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-                for (size_t j = 0; j < d->dim; j++)
-                    w[j] = v[j] * inv;
-            }
-            sample = sample_copy;
-        }
-        rc = vx_index_train(idx, sample, ns, err);
-        free(sample_copy);
-        sample_copy = NULL;
-        if (rc) {
-            fail("vx_index_train (%zu vectors): %s: %s", ns, vx_strerror(rc), err);
-            goto err_after_new;
-        }
-    }
-    if (build_insert_all(d, false, idx, o->build_threads)) goto err_after_new;
-    r->build_s = now_s() - t0;
-    size_t rss1 = rss_bytes();
+    if (bench_vectron_create(d, &cfg, &idx)) return 1;
+    if (bench_build_insert_all(d, false, idx, o->build_threads)) goto err_after_new;
+    r->build_s = bench_now_s() - t0;
+    size_t rss1 = bench_rss_bytes();
 
     vx_index_get_stats(idx, &st);
     if (st.live != d->nbase) {
-        fail("vectron: the index holds %" PRIu64 " live vectors after inserting %zu", st.live,
-             d->nbase);
+        bench_fail("vectron: the index holds %" PRIu64 " live vectors after inserting %zu", st.live,
+                   d->nbase);
         goto err_after_new;
     }
     r->rss_mib = rss1 > rss0 ? (double)(rss1 - rss0) / MIB : 0.0;
     r->vectors_mib = (double)st.vector_bytes / MIB;
     r->index_mib = r->rss_mib - r->vectors_mib;
-    progress("vectron %s: built in %.2f s, RSS +%.1f MiB (vectors %.1f, index %.1f; graph %.1f, "
-             "codes %.1f MiB by stats), max level %u\n",
-             r->quant, r->build_s, r->rss_mib, r->vectors_mib, r->index_mib,
-             (double)st.graph_bytes / MIB, (double)st.code_bytes / MIB, st.max_level);
+    bench_progress(
+        "vectron %s: built in %.2f s, RSS +%.1f MiB (vectors %.1f, index %.1f; graph %.1f, "
+        "codes %.1f MiB by stats), max level %u\n",
+        r->quant, r->build_s, r->rss_mib, r->vectors_mib, r->index_mib,
+        (double)st.graph_bytes / MIB, (double)st.code_bytes / MIB, st.max_level);
 
-    ann_system s = {
+    bench_system s = {
         .name = "vectron",
         .quant = r->quant,
         .isa = vx_kern.name,
@@ -958,32 +584,32 @@ err_after_new:
     return ret;
 }
 
-static int run_hnswlib(const ann_opts *o, const ann_data *d, ann_result *r)
+static int run_hnswlib(const ann_opts *o, const bench_data *d, ann_result *r)
 {
     r->system = "hnswlib";
     r->quant = "none";
-    progress("hnswlib: building from %zu vectors with %zu threads ...\n", d->nbase,
-             o->build_threads);
+    bench_progress("hnswlib: building from %zu vectors with %zu threads ...\n", d->nbase,
+                   o->build_threads);
 
-    size_t rss0 = rss_baseline();
-    double t0 = now_s();
+    size_t rss0 = bench_rss_baseline();
+    double t0 = bench_now_s();
     vx_peer *p = vx_peer_hnswlib_new(d->dim, (int)o->metric, d->nbase, o->m, o->ef_construction);
     if (p == NULL) {
-        fail("hnswlib: could not create the index");
+        bench_fail("hnswlib: could not create the index");
         return 1;
     }
-    if (build_insert_all(d, true, p, o->build_threads)) {
+    if (bench_build_insert_all(d, true, p, o->build_threads)) {
         vx_peer_hnswlib_free(p);
         return 1;
     }
-    r->build_s = now_s() - t0;
-    size_t rss1 = rss_bytes();
+    r->build_s = bench_now_s() - t0;
+    size_t rss1 = bench_rss_bytes();
     r->rss_mib = rss1 > rss0 ? (double)(rss1 - rss0) / MIB : 0.0;
     r->vectors_mib = 0;
     r->index_mib = r->rss_mib;
-    progress("hnswlib: built in %.2f s, RSS +%.1f MiB\n", r->build_s, r->rss_mib);
+    bench_progress("hnswlib: built in %.2f s, RSS +%.1f MiB\n", r->build_s, r->rss_mib);
 
-    ann_system s = {
+    bench_system s = {
         .name = "hnswlib",
         .quant = "none",
         .isa = "native",
@@ -1023,24 +649,25 @@ static void print_summary(const ann_result *v, const ann_result *h)
 {
     double vq = qps_at_recall(v, ANN_RECALL_TARGET), hq = qps_at_recall(h, ANN_RECALL_TARGET);
     if (!isfinite(vq) || !isfinite(hq))
-        progress("summary %s: recall %.2f not bracketed by the ef list for %s%s%s\n", v->quant,
-                 ANN_RECALL_TARGET, !isfinite(vq) ? "vectron" : "",
-                 (!isfinite(vq) && !isfinite(hq)) ? " and " : "", !isfinite(hq) ? "hnswlib" : "");
+        bench_progress("summary %s: recall %.2f not bracketed by the ef list for %s%s%s\n",
+                       v->quant, ANN_RECALL_TARGET, !isfinite(vq) ? "vectron" : "",
+                       (!isfinite(vq) && !isfinite(hq)) ? " and " : "",
+                       !isfinite(hq) ? "hnswlib" : "");
     printf("{\"summary\":true,\"quant\":\"%s\",\"qps_ratio_at_recall_0.95\":", v->quant);
-    print_num("%.3f", ratio(vq, hq));
+    bench_print_num("%.3f", ratio(vq, hq));
     fputs(",\"vectron_qps_at_0.95\":", stdout);
-    print_num("%.1f", vq);
+    bench_print_num("%.1f", vq);
     fputs(",\"hnswlib_qps_at_0.95\":", stdout);
-    print_num("%.1f", hq);
+    bench_print_num("%.1f", hq);
     fputs(",\"build_ratio\":", stdout);
-    print_num("%.3f", ratio(v->build_s, h->build_s));
+    bench_print_num("%.3f", ratio(v->build_s, h->build_s));
     fputs(",\"memory_ratio\":", stdout);
-    print_num("%.3f", ratio(v->index_mib, h->index_mib));
+    bench_print_num("%.3f", ratio(v->index_mib, h->index_mib));
     fputs("}\n", stdout);
     fflush(stdout);
-    progress("summary %s: qps ratio at recall 0.95 %.3f, build ratio %.3f, memory ratio %.3f\n",
-             v->quant, ratio(vq, hq), ratio(v->build_s, h->build_s),
-             ratio(v->index_mib, h->index_mib));
+    bench_progress(
+        "summary %s: qps ratio at recall 0.95 %.3f, build ratio %.3f, memory ratio %.3f\n",
+        v->quant, ratio(vq, hq), ratio(v->build_s, h->build_s), ratio(v->index_mib, h->index_mib));
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -1048,15 +675,16 @@ static void print_summary(const ann_result *v, const ann_result *h)
 int bench_ann_main(int argc, char **argv)
 {
     ann_opts o;
-    ann_data d = {0};
+    bench_data d = {0};
     ann_result results[2], peer_result;
+    bench_set_command("ann");
     int rc = parse_opts(argc, argv, &o);
     if (rc < 0) return 0; /* --help */
     if (rc) return rc;
-    g_quiet = o.json_only;
+    bench_quiet = o.json_only;
 
     vx_kernels_init();
-    progress("vectron-bench ann: distance kernels %s\n", vx_kern.name);
+    bench_progress("vectron-bench ann: distance kernels %s\n", vx_kern.name);
     if ((rc = load_data(&o, &d))) goto out;
 
     memset(results, 0, sizeof results);
@@ -1070,6 +698,6 @@ int bench_ann_main(int argc, char **argv)
     }
     rc = 0;
 out:
-    free_data(&d);
+    bench_free_data(&d);
     return rc;
 }

@@ -14,7 +14,10 @@ static void usage(FILE *out)
           "commands:\n"
           "  ann      recall, queries/s, latency, build time and memory of the Vectron\n"
           "           index, against hnswlib in the same run\n"
-          "  --help   this text (`vectron-bench ann --help` for the options of ann)\n",
+          "  filter   filtered search: recall, queries/s, latency and predicate calls of\n"
+          "           the index's walk-or-scan choice against both forced, per share of\n"
+          "           matching points\n"
+          "  --help   this text (`vectron-bench <command> --help` for its options)\n",
           out);
 }
 
@@ -30,6 +33,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "ann") == 0) return bench_ann_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "filter") == 0) return bench_filter_main(argc - 1, argv + 1);
     fprintf(stderr, "vectron-bench: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -78,6 +78,14 @@ int vx_index_alloc(const vx_index_config *cfg, vx_index **out, char *errbuf)
     idx->off_label = align_up(idx->off_links + (size_t)idx->m0 * 4, 8);
     idx->off_upper = idx->off_label + 8;
     idx->rec_size = align_up(idx->off_upper + sizeof(void *), 16);
+    size_t per_node = idx->rec_size + (idx->int8 ? (size_t)cfg->dim * sizeof(float) : 0);
+    idx->chunk_shift = VX_CHUNK_SHIFT_MAX;
+    while (idx->chunk_shift > VX_CHUNK_SHIFT_MIN &&
+           ((size_t)1 << idx->chunk_shift) * per_node > VX_CHUNK_BYTES)
+        idx->chunk_shift--;
+    idx->chunk_mask = (1u << idx->chunk_shift) - 1;
+    uint64_t max_slots = (uint64_t)VX_MAX_CHUNKS << idx->chunk_shift;
+    idx->max_slots = max_slots > UINT32_MAX - 1 ? UINT32_MAX - 1 : (uint32_t)max_slots;
     idx->rng = cfg->seed ^ 0x9e3779b97f4a7c15ull;
 
     idx->chunks = calloc(VX_MAX_CHUNKS, sizeof(uint8_t *));
@@ -159,10 +167,11 @@ int vx_random_level(vx_index *idx)
 static int slot_chunk_ensure(vx_index *idx, uint32_t c)
 {
     if (idx->chunks[c] != NULL) return 0;
-    uint8_t *chunk = calloc(VX_CHUNK_NODES, idx->rec_size);
+    const size_t nodes = (size_t)1 << idx->chunk_shift;
+    uint8_t *chunk = calloc(nodes, idx->rec_size);
     if (chunk == NULL) return VX_ENOMEM;
     if (idx->int8) {
-        float *v = calloc((size_t)VX_CHUNK_NODES * idx->dim, sizeof(float));
+        float *v = calloc(nodes * idx->dim, sizeof(float));
         if (v == NULL) {
             free(chunk);
             return VX_ENOMEM;
@@ -197,7 +206,7 @@ uint32_t vx_slot_alloc(vx_index *idx, int level)
         id = idx->free_slots[--idx->nfree];
     } else {
         id = atomic_load(&idx->nslots);
-        if (id >= UINT32_MAX - 1 || slot_chunk_ensure(idx, id >> VX_CHUNK_SHIFT) != 0) {
+        if (id >= idx->max_slots || slot_chunk_ensure(idx, id >> idx->chunk_shift) != 0) {
             pthread_mutex_unlock(&idx->alloc_mu);
             return VX_NO_NODE;
         }
@@ -249,7 +258,7 @@ void vx_links_store(vx_index *idx, uint32_t id, int level, const uint32_t *ids, 
     __atomic_store_n(&l[0], n, __ATOMIC_RELEASE);
 }
 
-void vx_node_write_payload(vx_index *idx, uint32_t id, const float *v)
+void vx_node_write_payload(vx_index *idx, uint32_t id, const float *v, bool count)
 {
     uint8_t *rec = vx_rec(idx, id);
     if (!idx->int8) {
@@ -258,7 +267,7 @@ void vx_node_write_payload(vx_index *idx, uint32_t id, const float *v)
     }
     memcpy(vx_vec(idx, id), v, (size_t)idx->dim * sizeof(float));
     if (atomic_load(&idx->trained)) {
-        float aux = vx_quant_encode(&idx->qz, v, vx_rec_code(idx, rec), true);
+        float aux = vx_quant_encode(&idx->qz, v, vx_rec_code(idx, rec), count);
         memcpy(rec + idx->off_aux, &aux, sizeof aux);
     }
 }
@@ -428,7 +437,7 @@ int vx_index_add(vx_index *idx, uint64_t label, const float *vec, char *errbuf)
         goto out_unlock;
     }
     uint8_t *rec = vx_rec(idx, id);
-    vx_node_write_payload(idx, id, v);
+    vx_node_write_payload(idx, id, v, true);
     __atomic_store_n((uint64_t *)(rec + idx->off_label), label, __ATOMIC_RELEASE);
     vx_rec_set_state(idx, rec, VX_NODE_LIVE);
     rc = map_publish(idx, label, id);

@@ -42,8 +42,8 @@ uint32_t vx_hnsw_select_heuristic(vx_index *idx, vx_cand *cands, uint32_t n, uin
 
 /* Add `id` (at distance d) to the list of `nb` on `level`, shrinking the
  * list with the heuristic when full.  Deleted entries are dropped first. */
-static void connect_back(vx_index *idx, vx_scratch *s, uint32_t nb, uint32_t id, float d,
-                         int level)
+void vx_hnsw_connect_back(vx_index *idx, vx_scratch *s, uint32_t nb, uint32_t id, float d,
+                          int level)
 {
     const uint32_t maxn = vx_maxlinks(idx, level);
     vx_cand c[2 * 128 + 1];
@@ -137,7 +137,7 @@ int vx_hnsw_link(vx_index *idx, uint32_t id, vx_scratch *s)
         pthread_mutex_lock(mu);
         vx_links_store(idx, id, l, ids, k);
         pthread_mutex_unlock(mu);
-        for (uint32_t i = 0; i < k; i++) connect_back(idx, s, c[i].id, id, c[i].d, l);
+        for (uint32_t i = 0; i < k; i++) vx_hnsw_connect_back(idx, s, c[i].id, id, c[i].d, l);
     }
     if (ep_locked) {
         if (rc == 0) atomic_store(&idx->entry, ((uint64_t)level << 32) | id);

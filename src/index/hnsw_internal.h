@@ -37,10 +37,12 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#define VX_CHUNK_SHIFT 14
-#define VX_CHUNK_NODES (1u << VX_CHUNK_SHIFT)
-#define VX_CHUNK_MASK (VX_CHUNK_NODES - 1)
-#define VX_MAX_CHUNKS (1u << 18) /* 2^32 slots */
+/* A chunk holds 2^chunk_shift records: as many as fit in about 4 MiB,
+ * between 16 and 16,384, so a tiny index of huge vectors commits little. */
+#define VX_CHUNK_BYTES (4u << 20)
+#define VX_CHUNK_SHIFT_MIN 4
+#define VX_CHUNK_SHIFT_MAX 14
+#define VX_MAX_CHUNKS (1u << 20) /* pointer table (8 MiB virtual, touched lazily) */
 #define VX_MAX_LEVEL 31
 #define VX_LOCK_STRIPES 4096
 #define VX_NO_ENTRY UINT64_MAX
@@ -58,6 +60,8 @@ struct vx_index {
     size_t code_size, off_code, off_aux, off_state, off_level, off_count, off_links, off_label,
         off_upper, rec_size;
 
+    uint32_t chunk_shift, chunk_mask;
+    uint32_t max_slots;
     uint8_t **chunks;  /* VX_MAX_CHUNKS, entries published with release stores */
     float **vchunks;   /* INT8 only: float vectors, same chunking */
     uint32_t nchunks;  /* under alloc_mu */
@@ -94,8 +98,8 @@ struct vx_index {
 
 static inline uint8_t *vx_rec(const vx_index *idx, uint32_t id)
 {
-    uint8_t *chunk = __atomic_load_n(&idx->chunks[id >> VX_CHUNK_SHIFT], __ATOMIC_ACQUIRE);
-    return chunk + (size_t)(id & VX_CHUNK_MASK) * idx->rec_size;
+    uint8_t *chunk = __atomic_load_n(&idx->chunks[id >> idx->chunk_shift], __ATOMIC_ACQUIRE);
+    return chunk + (size_t)(id & idx->chunk_mask) * idx->rec_size;
 }
 
 static inline uint8_t *vx_rec_code(const vx_index *idx, const uint8_t *rec)
@@ -106,8 +110,8 @@ static inline uint8_t *vx_rec_code(const vx_index *idx, const uint8_t *rec)
 static inline float *vx_vec(const vx_index *idx, uint32_t id)
 {
     if (!idx->int8) return (float *)vx_rec_code(idx, vx_rec(idx, id));
-    float *chunk = __atomic_load_n(&idx->vchunks[id >> VX_CHUNK_SHIFT], __ATOMIC_ACQUIRE);
-    return chunk + (size_t)(id & VX_CHUNK_MASK) * idx->dim;
+    float *chunk = __atomic_load_n(&idx->vchunks[id >> idx->chunk_shift], __ATOMIC_ACQUIRE);
+    return chunk + (size_t)(id & idx->chunk_mask) * idx->dim;
 }
 
 static inline float vx_rec_aux(const vx_index *idx, const uint8_t *rec)
@@ -251,6 +255,11 @@ int vx_hnsw_search_layer(vx_index *idx, vx_scratch *s, const vx_qdesc *q, uint32
 uint32_t vx_hnsw_select_heuristic(vx_index *idx, vx_cand *cands, uint32_t n, uint32_t maxn,
                                   int8_t *qshift_buf);
 
+/* Add the edge nb -> id (distance d) on `level`, shrinking nb's list with
+ * the heuristic when it is full.  Takes nb's stripe; uses q8 buffers 1, 2. */
+void vx_hnsw_connect_back(vx_index *idx, vx_scratch *s, uint32_t nb, uint32_t id, float d,
+                          int level);
+
 /* Link an allocated, initialised node into the graph (paper Alg. 1). */
 int vx_hnsw_link(vx_index *idx, uint32_t id, vx_scratch *s);
 
@@ -260,8 +269,9 @@ int vx_random_level(vx_index *idx);
 int vx_slot_set_level(vx_index *idx, uint32_t id, int level);
 void vx_slot_release(vx_index *idx, uint32_t id);
 
-/* Write the payload (float or code + aux) of slot id from vector v. */
-void vx_node_write_payload(vx_index *idx, uint32_t id, const float *v);
+/* Write the payload (float or code + aux) of slot id from vector v; with
+ * count, quantizer clipping counts toward drift (inserts, not loads). */
+void vx_node_write_payload(vx_index *idx, uint32_t id, const float *v, bool count);
 
 /* Scan-based k-NN over all admissible nodes with float distances. */
 int vx_index_search_exact(vx_index *idx, const float *q, uint32_t k, const vx_filter *filter,

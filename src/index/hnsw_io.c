@@ -6,15 +6,19 @@
  *   header   magic "VXHNSW\r\n" (8 bytes: a text-mode transfer breaks it)
  *            u32 version, u32 dim, u32 metric, u32 quant, u32 m,
  *            u32 ef_construction, u32 train_size, u32 rescore,
- *            f32 quantile, u64 seed, u32 nslots, u64 entry, u8 trained,
+ *            f32 quantile, u64 seed, u64 rng (level generator state),
+ *            u32 nslots, u64 entry, u8 trained,
  *            u32 crc32 of the header bytes above
  *   body     INT8 and trained: f32 scale, f32 lo[dim]
- *            per slot id < nslots: u8 state; unless FREE:
- *              u8 level, u64 label,
- *              per level 0..level: u32 count, u32 links[count]
+ *            per slot id < nslots: u8 state (LIVE or DELETED), u8 level,
+ *              u64 label, per level 0..level: u32 count, u32 links[count],
  *              f32 vector[dim]
  *   trailer  u32 crc32 of the body, magic "VXHNSWOK"
  *
+ * Free slots are not stored: save renumbers the used slots densely (links
+ * and entry point remapped), so every slot in a file costs at least
+ * 14 + 4*dim bytes and a file's size bounds the memory a load commits --
+ * a small corrupt file cannot make the loader allocate gigabytes.
  * INT8 codes are not stored: they are recomputed from the float vectors
  * with the saved quantizer, which is deterministic.  Ids are serialized,
  * never pointers.  The loader checks every field against the limits of the
@@ -106,8 +110,23 @@ int vx_index_save(vx_index *idx, const char *path, char *errbuf)
     }
     const vx_index_config *c = &idx->cfg;
     uint32_t version = VX_FILE_VERSION, metric = c->metric, quant = c->quant;
-    uint32_t nslots = atomic_load(&idx->nslots);
+    const uint32_t nslots = atomic_load(&idx->nslots);
+    /* dense renumbering of the used slots */
+    uint32_t *newid = malloc(sizeof(uint32_t) * (nslots ? nslots : 1));
+    if (newid == NULL) {
+        fclose(w.f);
+        unlink(tmp);
+        rc = vx_errf(errbuf, VX_ERRMSG_LEN, VX_ENOMEM, "renumbering table");
+        goto out_unlock;
+    }
+    uint32_t nused = 0;
+    for (uint32_t id = 0; id < nslots; id++)
+        newid[id] = vx_rec_state(idx, vx_rec(idx, id)) == VX_NODE_FREE ? VX_NO_NODE : nused++;
     uint64_t entry = atomic_load(&idx->entry);
+    if (entry != VX_NO_ENTRY) entry = (entry & ~(uint64_t)UINT32_MAX) | newid[(uint32_t)entry];
+    pthread_mutex_lock(&idx->alloc_mu);
+    uint64_t rng = idx->rng;
+    pthread_mutex_unlock(&idx->alloc_mu);
     uint8_t trained = atomic_load(&idx->trained);
     put(&w, VX_FILE_MAGIC, 8);
     PUT(&w, version);
@@ -120,7 +139,8 @@ int vx_index_save(vx_index *idx, const char *path, char *errbuf)
     PUT(&w, c->rescore);
     PUT(&w, c->quantile);
     PUT(&w, c->seed);
-    PUT(&w, nslots);
+    PUT(&w, rng);
+    PUT(&w, nused);
     PUT(&w, entry);
     PUT(&w, trained);
     uint32_t hcrc = (uint32_t)w.crc;
@@ -134,20 +154,26 @@ int vx_index_save(vx_index *idx, const char *path, char *errbuf)
     for (uint32_t id = 0; id < nslots && !w.err; id++) {
         const uint8_t *rec = vx_rec(idx, id);
         uint8_t st = vx_rec_state(idx, rec);
-        PUT(&w, st);
         if (st == VX_NODE_FREE) continue;
         uint8_t level = vx_rec_level(idx, rec);
         uint64_t label = vx_rec_label(idx, rec);
+        PUT(&w, st);
         PUT(&w, level);
         PUT(&w, label);
         for (int l = 0; l <= level; l++) {
             const uint32_t *lk = vx_links(idx, id, l);
             uint32_t cnt = vx_links_count(lk, vx_maxlinks(idx, l));
-            PUT(&w, cnt);
-            put(&w, lk + 1, cnt * sizeof(uint32_t));
+            uint32_t mapped[2 * 128], k = 0;
+            for (uint32_t i = 0; i < cnt; i++) {
+                uint32_t to = newid[vx_link_get(lk, i)];
+                if (to != VX_NO_NODE) mapped[k++] = to; /* never otherwise: validate */
+            }
+            PUT(&w, k);
+            put(&w, mapped, k * sizeof(uint32_t));
         }
         put(&w, vx_vec(idx, id), idx->dim * sizeof(float));
     }
+    free(newid);
     uint32_t bcrc = (uint32_t)w.crc;
     PUT(&w, bcrc);
     put(&w, VX_FILE_TRAILER, 8);
@@ -187,8 +213,6 @@ int vx_index_load(const char *path, vx_index **out, char *errbuf)
     *out = NULL;
     int rc = 0;
     vx_index *idx = NULL;
-    uint32_t *free_ids = NULL;
-    size_t nfree_ids = 0;
     float *lo = NULL;
     float *vec = NULL;
     io_stream r = {.f = fopen(path, "rb"), .crc = crc32_z(0, NULL, 0)};
@@ -199,10 +223,14 @@ int vx_index_load(const char *path, vx_index **out, char *errbuf)
     if (fstat(fileno(r.f), &sb) != 0) BAD(VX_EIO, "stat %s: %s", path, strerror(errno));
 
     char magic[8];
-    if (!get(&r, magic, 8) || memcmp(magic, VX_FILE_MAGIC, 8) != 0)
+    if (!get(&r, magic, 8)) {
+        if (r.err) BAD(VX_EIO, "reading %s: %s", path, strerror(r.err));
+        BAD(VX_EFORMAT, "%s is not a Vectron index file (too short)", path);
+    }
+    if (memcmp(magic, VX_FILE_MAGIC, 8) != 0)
         BAD(VX_EFORMAT, "%s is not a Vectron index file (bad magic)", path);
     uint32_t version, metric, quant, nslots, hcrc;
-    uint64_t entry;
+    uint64_t entry, rng;
     uint8_t trained;
     vx_index_config c;
     NEED(GET(&r, version));
@@ -211,7 +239,8 @@ int vx_index_load(const char *path, vx_index **out, char *errbuf)
             path, version, VX_FILE_VERSION);
     NEED(GET(&r, c.dim) && GET(&r, metric) && GET(&r, quant) && GET(&r, c.m) &&
          GET(&r, c.ef_construction) && GET(&r, c.train_size) && GET(&r, c.rescore) &&
-         GET(&r, c.quantile) && GET(&r, c.seed) && GET(&r, nslots) && GET(&r, entry) &&
+         GET(&r, c.quantile) && GET(&r, c.seed) && GET(&r, rng) && GET(&r, nslots) &&
+         GET(&r, entry) &&
          GET(&r, trained));
     uint32_t expect = (uint32_t)r.crc;
     NEED(GET(&r, hcrc));
@@ -223,13 +252,19 @@ int vx_index_load(const char *path, vx_index **out, char *errbuf)
     char cfgerr[VX_ERRMSG_LEN];
     if (vx_index_check_config(&c, cfgerr) != 0)
         BAD(VX_ECORRUPT, "%s: bad parameters: %s", path, cfgerr);
-    /* Every used slot takes at least 1+1+8+4+4*dim bytes. */
-    if ((uint64_t)nslots > (uint64_t)sb.st_size)
+    /* Every slot takes at least 1+1+8+4+4*dim bytes: the file's size bounds
+     * the memory this load may commit. */
+    if ((uint64_t)nslots * (14 + 4 * (uint64_t)c.dim) > (uint64_t)sb.st_size)
         BAD(VX_ECORRUPT, "%s: %u slots cannot fit in %lld bytes", path, nslots,
             (long long)sb.st_size);
     char sub[VX_ERRMSG_LEN];
+    if (entry != VX_NO_ENTRY && (!trained || (uint32_t)entry >= nslots || (entry >> 32) > VX_MAX_LEVEL))
+        BAD(VX_ECORRUPT, "%s: entry point out of range", path);
+    if (quant == VX_QUANT_NONE && !trained)
+        BAD(VX_ECORRUPT, "%s: unquantized index marked untrained", path);
     rc = vx_index_alloc(&c, &idx, sub);
     if (rc != 0) BAD(rc, "%s: %s", path, sub);
+    idx->rng = rng;
 
     r.crc = crc32_z(0, NULL, 0);
     if (idx->int8 && trained) {
@@ -245,30 +280,19 @@ int vx_index_load(const char *path, vx_index **out, char *errbuf)
         if (rc != 0) BAD(rc, "quantizer");
         atomic_store(&idx->trained, true);
     }
-    if (nslots > 0) {
-        free_ids = malloc(sizeof(uint32_t) * nslots);
-        if (free_ids == NULL) BAD(VX_ENOMEM, "load buffers");
-    }
     vec = malloc(c.dim * sizeof(float));
     if (vec == NULL) BAD(VX_ENOMEM, "load buffers");
     uint32_t links[2 * 128];
     for (uint32_t id = 0; id < nslots; id++) {
-        uint8_t st, level = 0;
-        uint64_t label = 0;
-        NEED(GET(&r, st));
-        if (st != VX_NODE_FREE) {
-            NEED(GET(&r, level) && GET(&r, label));
-        }
-        if (st > VX_NODE_DELETED || level > VX_MAX_LEVEL) {
+        uint8_t st, level;
+        uint64_t label;
+        NEED(GET(&r, st) && GET(&r, level) && GET(&r, label));
+        if ((st != VX_NODE_LIVE && st != VX_NODE_DELETED) || level > VX_MAX_LEVEL) {
             BAD(VX_ECORRUPT, "%s: slot %u: bad state %u or level %u", path, id, st, level);
         }
         uint32_t got = vx_slot_alloc(idx, level);
         if (got != id) {
             BAD(VX_ENOMEM, "%s: no memory for slot %u", path, id);
-        }
-        if (st == VX_NODE_FREE) {
-            free_ids[nfree_ids++] = id;
-            continue;
         }
         for (int l = 0; l <= level; l++) {
             uint32_t cnt;
@@ -292,7 +316,7 @@ int vx_index_load(const char *path, vx_index **out, char *errbuf)
             }
         }
         uint8_t *rec = vx_rec(idx, id);
-        vx_node_write_payload(idx, id, vec);
+        vx_node_write_payload(idx, id, vec, false);
         __atomic_store_n((uint64_t *)(rec + idx->off_label), label, __ATOMIC_RELEASE);
         vx_rec_set_state(idx, rec, st);
         if (st == VX_NODE_LIVE) {
@@ -315,20 +339,12 @@ int vx_index_load(const char *path, vx_index **out, char *errbuf)
     if (bcrc != expect || memcmp(trailer, VX_FILE_TRAILER, 8) != 0)
         BAD(VX_ECORRUPT, "%s: body checksum mismatch", path);
     if (fgetc(r.f) != EOF) BAD(VX_ECORRUPT, "%s: trailing bytes after the index", path);
-    /* Slots that were free go back to the free list, in the saved order. */
-    for (size_t i = nfree_ids; i-- > 0;) vx_slot_release(idx, free_ids[i]);
-    if (entry != VX_NO_ENTRY) {
-        uint32_t ep = (uint32_t)entry;
-        if (ep >= nslots || (entry >> 32) > VX_MAX_LEVEL)
-            BAD(VX_ECORRUPT, "%s: entry point out of range", path);
-    }
     atomic_store(&idx->entry, entry);
     vx_validate_report rep;
     if (vx_index_validate(idx, &rep) != 0)
         BAD(VX_ECORRUPT, "%s: graph invariant violated: %s", path, rep.msg);
     fclose(r.f);
     free(vec);
-    free(free_ids);
     free(lo);
     *out = idx;
     return 0;
@@ -341,7 +357,6 @@ short_read:
 fail:
     fclose(r.f);
     free(vec);
-    free(free_ids);
     free(lo);
     vx_index_free(idx);
     return rc;

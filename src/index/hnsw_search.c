@@ -12,11 +12,13 @@
  * keeps expanding, which is what makes restrictive filters still find
  * matches (hnswlib does the same).
  *
- * Filters: when the share of matching points is small, walking the graph
- * visits about ef/p nodes to find ef matches, while a scan costs one
- * predicate per point and one distance per match; below
- * exact_below_selectivity (default 3 %) the scan is chosen.  The share is
- * the caller's estimate or measured on a sample of 256 slots.
+ * Filters: with a share p of matching points, walking the graph expands
+ * about ef/p nodes to collect ef matches, each costing about Mmax0/2 new
+ * distances, while a scan costs one predicate per point (counted as a
+ * quarter of a distance) and one distance per match.  The cheaper plan wins
+ * (walk_cost/scan_cost below); a caller may instead fix a threshold on p
+ * with exact_below_selectivity.  p is the caller's estimate or measured on a
+ * sample of 256 slots.
  *
  * INT8: the walk ranks by code distance; the best `rescore` candidates are
  * then re-ranked with the float32 vectors (prefetched together first), so
@@ -30,7 +32,16 @@
 #include <string.h>
 
 #define VX_SELECTIVITY_SAMPLE 256
-#define VX_DEFAULT_EXACT_BELOW 0.03
+#define VX_PREDICATE_COST 0.25 /* one predicate call, in distance computations */
+
+/* True when an exact scan is expected to be cheaper than a filtered walk. */
+static bool scan_is_cheaper(const vx_index *idx, double p, uint32_t ef, uint64_t live)
+{
+    if (p <= 0.0) return true;
+    double scan = (double)live * (VX_PREDICATE_COST + p);
+    double walk = (double)ef / p * (idx->m0 / 2.0);
+    return scan < walk;
+}
 
 uint32_t vx_hnsw_descend(vx_index *idx, const vx_qdesc *q, uint64_t entry, int stop_level,
                          float *out_dist)
@@ -224,11 +235,11 @@ int vx_index_search(vx_index *idx, const float *query, uint32_t k,
     bool exact = params->exact || !atomic_load(&idx->trained) || entry == VX_NO_ENTRY ||
                  atomic_load(&idx->live) <= ef;
     if (!exact && filter != NULL) {
-        double below = params->exact_below_selectivity > 0 ? params->exact_below_selectivity
-                                                           : VX_DEFAULT_EXACT_BELOW;
         double p = filter->selectivity >= 0 ? filter->selectivity
                                             : estimate_selectivity(idx, filter);
-        exact = p < below;
+        exact = params->exact_below_selectivity > 0
+                    ? p < params->exact_below_selectivity
+                    : scan_is_cheaper(idx, p, ef, atomic_load(&idx->live));
     }
     int rc;
     if (exact) {

@@ -95,6 +95,9 @@ static int repair_node(vx_index *idx, vx_scratch *s, uint32_t u, int level)
     pthread_mutex_lock(mu);
     vx_links_store(idx, u, level, ids, k);
     pthread_mutex_unlock(mu);
+    /* Reverse edges, as an insert makes them: nodes that lost in-links
+     * through the deleted ones get them back, so none is cut off. */
+    for (uint32_t i = 0; i < k; i++) vx_hnsw_connect_back(idx, s, ids[i], u, s->tmp[i].d, level);
     return 0;
 }
 

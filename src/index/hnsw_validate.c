@@ -89,7 +89,10 @@ int vx_index_validate(vx_index *idx, vx_validate_report *rep)
     if (idx->map.len != live_seen)
         FAIL("label map holds %zu labels for %llu live nodes", idx->map.len,
              (unsigned long long)live_seen);
-    if (!trained) goto out; /* INT8 before training: a flat list, no graph */
+    if (!trained) { /* INT8 before training: a flat list, no graph */
+        if (e != VX_NO_ENTRY) FAIL("untrained index with an entry point");
+        goto out;
+    }
     if (live_seen > 0 && e == VX_NO_ENTRY) FAIL("live nodes but no entry point");
     if (e != VX_NO_ENTRY) {
         uint32_t ep = (uint32_t)e;

@@ -120,7 +120,7 @@ typedef struct vx_search_params {
     uint32_t rescore; /* INT8: candidates rescored with float32; 0 = index default */
     bool exact;       /* scan every point instead of walking the graph */
     /* With a filter, the exact scan is chosen when the estimated fraction of
-     * matching points is below this (0 = default 0.03). */
+     * matching points is below this; 0 = by a cost model (hnsw_search.c). */
     double exact_below_selectivity;
 } vx_search_params;
 

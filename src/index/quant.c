@@ -97,14 +97,18 @@ float vx_quant_encode(vx_quantizer *qz, const float *x, uint8_t *code, bool coun
     double lo_dot = 0.0;
     uint64_t clipped = 0;
     for (uint32_t d = 0; d < dim; d++) {
+        /* Clamp as a float: converting a huge value to int is undefined. */
         float v = (x[d] - qz->lo[d]) * inv;
-        int c = (int)lrintf(v);
-        if (c < 0) {
-            clipped += v < -0.5f;
+        int c;
+        if (!(v >= -0.5f)) {
+            clipped++;
             c = 0;
-        } else if (c > 255) {
-            clipped += v > 255.5f;
+        } else if (v > 255.5f) {
+            clipped++;
             c = 255;
+        } else {
+            c = (int)lrintf(v);
+            c = c < 0 ? 0 : c > 255 ? 255 : c;
         }
         code[d] = (uint8_t)c;
         sum += c;

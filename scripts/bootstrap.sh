@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# bootstrap.sh - install the Debian 12 packages Vectron builds and tests with.
+# Idempotent: installs only what is missing (apt-get update first, once).
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config clang libclang-rt-14-dev
+  zlib1g-dev libcmocka-dev
+  liblmdb-dev libraft-dev libuv1-dev libcjson-dev libmicrohttpd-dev
+  libprotobuf-c-dev protobuf-c-compiler libsodium-dev
+  libhnswlib-dev
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "bootstrap: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "bootstrap: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

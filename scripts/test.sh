@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# test.sh - set up and run every test: the README's test command.
+#
+#   1. bootstrap the Debian packages
+#   2. release build with -Werror, all unit tests (ctest)
+#   3. ASan + UBSan build, all unit tests
+#   4. TSan build, the concurrency tests (ctest label "tsan")
+#   5. libFuzzer smoke runs of every fuzz target (VX_FUZZ_SECONDS each, default 20)
+#
+# Options (environment): VX_SEED=<n> reruns the seeded tests with that seed;
+# VX_LONG=1 runs the longer variants (more fuzzing: 300 s per target).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+JOBS=$(nproc)
+
+bash scripts/bootstrap.sh
+
+section() { printf '\n===== %s =====\n' "$*"; }
+
+build() { # dir, extra cmake args...
+  local dir=$1; shift
+  cmake -S "$ROOT" -B "$ROOT/$dir" -DVX_WERROR=ON "$@" >/dev/null
+  cmake --build "$ROOT/$dir" -j"$JOBS"
+}
+
+section "release build (-Werror) and unit tests"
+build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+(cd build && ctest --output-on-failure -j1)
+
+section "ASan + UBSan build and unit tests"
+build build-asan -DCMAKE_BUILD_TYPE=Debug -DVX_SANITIZE=address,undefined -DVX_BENCH=OFF
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --output-on-failure -j1)
+
+section "TSan build and concurrency tests"
+build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVX_SANITIZE=thread -DVX_BENCH=OFF
+(cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L tsan -j1)
+
+section "fuzz smoke runs (libFuzzer + ASan/UBSan)"
+secs=${VX_FUZZ_SECONDS:-20}
+[ "${VX_LONG:-0}" = 1 ] && secs=300
+build build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DVX_FUZZ=ON \
+  -DVX_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+(cd build-fuzz && ctest --output-on-failure -L fuzz -j1)
+for f in build-fuzz/fuzz_*; do
+  name=$(basename "$f")
+  corpus="$ROOT/tests/fuzz/corpus/${name#fuzz_}"
+  work=$(mktemp -d)
+  cp -r "$corpus"/. "$work"/ 2>/dev/null || true
+  echo "fuzzing $name for ${secs}s"
+  "$f" -max_total_time="$secs" -print_final_stats=1 "$work" 2>&1 | tail -n 3
+  rm -rf "$work"
+done
+
+section "all test stages passed"
