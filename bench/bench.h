@@ -24,6 +24,8 @@ void bench_ann_usage(FILE *out);
  * exact scan against both forced, per share of matching points.  Options:
  * see bench_filter.c. */
 int bench_filter_main(int argc, char **argv);
+/* `replicated`: acknowledged ingest into a 1- and a 3-replica shard group. */
+int bench_replicated_main(int argc, char **argv);
 void bench_filter_usage(FILE *out);
 
 #endif

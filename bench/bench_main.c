@@ -14,6 +14,7 @@ static void usage(FILE *out)
           "commands:\n"
           "  ann      recall, queries/s, latency, build time and memory of the Vectron\n"
           "           index, against hnswlib in the same run\n"
+          "  replicated  acknowledged ingest into a shard group of 1 and of 3 replicas\n"
           "  filter   filtered search: recall, queries/s, latency and predicate calls of\n"
           "           the index's walk-or-scan choice against both forced, per share of\n"
           "           matching points\n"
@@ -34,6 +35,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "ann") == 0) return bench_ann_main(argc - 1, argv + 1);
     if (strcmp(cmd, "filter") == 0) return bench_filter_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "replicated") == 0) return bench_replicated_main(argc - 1, argv + 1);
     fprintf(stderr, "vectron-bench: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

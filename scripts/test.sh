@@ -39,7 +39,7 @@ build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVX_SANITIZE=thread -DVX_BEN
 
 section "fuzz smoke runs (libFuzzer + ASan/UBSan)"
 secs=${VX_FUZZ_SECONDS:-20}
-[ "${VX_LONG:-0}" = 1 ] && secs=300
+[ "${VX_LONG:-0}" = 1 ] && secs=300 && export VX_FIXTURE_SEEDS=500
 build build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DVX_FUZZ=ON \
   -DVX_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
 (cd build-fuzz && ctest --output-on-failure -L fuzz -j1)

@@ -496,6 +496,19 @@ int vx_index_get_vector(vx_index *idx, uint64_t label, float *out)
     return id == VX_NO_NODE ? VX_ENOTFOUND : 0;
 }
 
+int vx_index_for_each_label(vx_index *idx, int (*cb)(void *ctx, uint64_t label), void *ctx)
+{
+    pthread_rwlock_rdlock(&idx->struct_lock);
+    const uint32_t n = atomic_load(&idx->nslots);
+    int rc = 0;
+    for (uint32_t id = 0; id < n && rc == 0; id++) {
+        const uint8_t *rec = vx_rec(idx, id);
+        if (vx_rec_state(idx, rec) == VX_NODE_LIVE) rc = cb(ctx, vx_rec_label(idx, rec));
+    }
+    pthread_rwlock_unlock(&idx->struct_lock);
+    return rc;
+}
+
 double vx_index_deleted_ratio(vx_index *idx)
 {
     uint64_t del = atomic_load(&idx->deleted);

@@ -96,6 +96,11 @@ int vx_index_train(vx_index *idx, const float *sample, size_t n, char *errbuf);
 int vx_index_delete(vx_index *idx, uint64_t label);
 bool vx_index_contains(vx_index *idx, uint64_t label);
 
+/* Call cb(ctx, label) for every live label (structure lock held shared:
+ * cb must not add or delete).  Stops early when cb returns non-zero and
+ * returns that value. */
+int vx_index_for_each_label(vx_index *idx, int (*cb)(void *ctx, uint64_t label), void *ctx);
+
 /* Copy the stored (normalized, for COSINE) vector of `label` into out. */
 int vx_index_get_vector(vx_index *idx, uint64_t label, float *out);
 

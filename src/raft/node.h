@@ -1,0 +1,83 @@
+/*
+ * node.h - the node host: many Raft groups on one libuv loop, one port.
+ *
+ * A process (worker, placement driver, or `vectron serve`) runs one node
+ * host.  It listens on ONE TCP address for all of its groups: every Raft
+ * group gets its own struct raft_uv_transport (libraft's public transport
+ * vtable) whose connections start with a handshake naming the group:
+ *
+ *   u32 magic "VXRH", u32 version (1), u64 group id, u64 sender raft id,
+ *   u32 address length, u32 reserved, address bytes (the sender's node
+ *   address, host:port)
+ *
+ * The listener reads exactly those bytes (the libuv alloc callback never
+ * offers more), so the Raft messages that follow on the stream are left for
+ * libraft, then hands the stream to the named group's accept callback.  A
+ * connection naming an unknown group, or with a bad magic, is closed.
+ *
+ * Everything here runs on the loop thread.  Raft apply callbacks (the state
+ * machines) run on it too; they must not block on index work (the shard
+ * queues it to the worker pool).
+ */
+#ifndef VX_RAFT_NODE_H
+#define VX_RAFT_NODE_H
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define VX_NODE_ERRMSG_LEN 256
+
+typedef struct vx_node vx_node;
+typedef struct vx_group vx_group;
+
+/* Listen on `address` ("127.0.0.1:7001"); group data under data_dir. */
+int vx_node_new(uv_loop_t *loop, const char *address, const char *data_dir, vx_node **out,
+                char *errbuf);
+/* Close every group, then the listener; cb(data) runs when all is released. */
+void vx_node_close(vx_node *n, void (*cb)(void *data), void *data);
+const char *vx_node_address(vx_node *n);
+
+typedef struct vx_group_options {
+    unsigned election_timeout_ms;  /* default 1000 (many groups share a loop) */
+    unsigned heartbeat_timeout_ms; /* default 100 */
+    unsigned snapshot_threshold;   /* entries; default 8192 */
+    unsigned snapshot_trailing;    /* entries kept after a snapshot; default 1024 */
+} vx_group_options;
+
+/* Create group `group_id` with this node's raft id `id` and state machine
+ * `fsm` (not started).  Its Raft log lives in DATA/g<group_id>/raft. */
+int vx_group_new(vx_node *n, uint64_t group_id, raft_id id, struct raft_fsm *fsm,
+                 const vx_group_options *opt, vx_group **out, char *errbuf);
+/* First start of a new group: the initial voters (ids and node addresses).
+ * Harmless (returns 0) when the group already has state on disk. */
+int vx_group_bootstrap(vx_group *g, unsigned n, const raft_id *ids, const char *const *addresses);
+int vx_group_start(vx_group *g);
+struct raft *vx_group_raft(vx_group *g);
+
+/* ---- membership (the operations the placement driver calls) ------------------
+ * Each runs on the group's leader (VX_ESTATE elsewhere: the caller redirects
+ * to the leader) and completes through cb(data, status), status 0 or a
+ * VX_E* code, on the loop thread.  One change at a time per group
+ * (VX_ESTATE while one is in flight, as libraft allows). */
+typedef void (*vx_group_done_cb)(void *data, int status);
+/* Add `id` at `address` as a learner (RAFT_STANDBY: replicates, never votes).
+ * The node must host the group already, created and started without
+ * bootstrap. */
+int vx_group_add_learner(vx_group *g, raft_id id, const char *address, vx_group_done_cb cb,
+                         void *data);
+/* Make `id` a voter; libraft first lets it catch up with the log. */
+int vx_group_promote(vx_group *g, raft_id id, vx_group_done_cb cb, void *data);
+int vx_group_remove(vx_group *g, raft_id id, vx_group_done_cb cb, void *data);
+/* Hand leadership to `id` (0: the most up-to-date voter). */
+int vx_group_transfer(vx_group *g, raft_id id, vx_group_done_cb cb, void *data);
+/* Linearizable read point: cb fires once every entry committed before the
+ * call is applied on this leader. */
+int vx_group_barrier(vx_group *g, vx_group_done_cb cb, void *data);
+/* The current leader's id and address as this node knows them (0/NULL). */
+void vx_group_leader(vx_group *g, raft_id *id, const char **address);
+uint64_t vx_group_id(vx_group *g);
+vx_group *vx_node_find_group(vx_node *n, uint64_t group_id);
+
+#endif

@@ -1,0 +1,765 @@
+/*
+ * shard.c - the shard replica state machine (see shard.h).
+ */
+#include "shard/shard.h"
+
+#include "base/err.h"
+#include "index/distance.h"
+#include "shard/command.h"
+#include "store/store.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { OP_ADD = 1, OP_DEL = 2 };
+
+typedef struct index_op {
+    uint64_t raft_index;
+    uint64_t label;
+    int op;
+    float *vec; /* OP_ADD: dim floats, owned */
+} index_op;
+
+struct vx_shard {
+    char dir[512];
+    vx_shard_config cfg;
+    uint32_t dim;
+    vx_store *store;
+    vx_index *index;
+    vx_workpool *pool;
+
+    /* queue of index changes, FIFO ring */
+    pthread_mutex_t q_mu;
+    pthread_cond_t q_cv;
+    index_op *q;
+    size_t q_head, q_len, q_cap;
+    bool drain_scheduled;
+    uint64_t applied;      /* last applied raft index (under q_mu) */
+    uint64_t indexed_upto; /* every change of entries <= this is in the index */
+
+    pthread_mutex_t index_mu; /* serializes draining with checkpoints */
+    _Atomic bool fatal;
+};
+
+/* ---- the index queue ---------------------------------------------------------------- */
+
+static void drain_job(void *arg);
+
+static int queue_push(vx_shard *sh, index_op op)
+{
+    if (sh->q_len == sh->q_cap) {
+        size_t cap = sh->q_cap ? sh->q_cap * 2 : 1024;
+        index_op *q = malloc(cap * sizeof(index_op));
+        if (q == NULL) return VX_ENOMEM;
+        for (size_t i = 0; i < sh->q_len; i++) q[i] = sh->q[(sh->q_head + i) % sh->q_cap];
+        free(sh->q);
+        sh->q = q;
+        sh->q_cap = cap;
+        sh->q_head = 0;
+    }
+    sh->q[(sh->q_head + sh->q_len) % sh->q_cap] = op;
+    sh->q_len++;
+    return 0;
+}
+
+/* Caller holds q_mu. */
+static void update_indexed(vx_shard *sh)
+{
+    sh->indexed_upto = sh->q_len == 0 ? sh->applied : sh->q[sh->q_head].raft_index - 1;
+    pthread_cond_broadcast(&sh->q_cv);
+}
+
+static void schedule_drain(vx_shard *sh)
+{
+    if (sh->drain_scheduled || sh->q_len == 0) return;
+    sh->drain_scheduled = true;
+    if (vx_workpool_submit(sh->pool, drain_job, sh) != 0) sh->drain_scheduled = false;
+}
+
+static void drain_job(void *arg)
+{
+    vx_shard *sh = arg;
+    pthread_mutex_lock(&sh->index_mu);
+    for (int n = 0; n < 256; n++) {
+        pthread_mutex_lock(&sh->q_mu);
+        if (sh->q_len == 0) {
+            pthread_mutex_unlock(&sh->q_mu);
+            break;
+        }
+        index_op op = sh->q[sh->q_head]; /* stays queued (visible to searches) until done */
+        pthread_mutex_unlock(&sh->q_mu);
+        if (op.op == OP_ADD) {
+            char err[VX_ERRMSG_LEN];
+            if (vx_index_add(sh->index, op.label, op.vec, err) != 0)
+                fprintf(stderr, "shard %s: index add of label %" PRIu64 " failed: %s\n", sh->dir,
+                        op.label, err);
+        } else {
+            vx_index_delete(sh->index, op.label); /* absent is fine */
+        }
+        pthread_mutex_lock(&sh->q_mu);
+        sh->q_head = (sh->q_head + 1) % sh->q_cap;
+        sh->q_len--;
+        update_indexed(sh);
+        pthread_mutex_unlock(&sh->q_mu);
+        free(op.vec);
+    }
+    pthread_mutex_unlock(&sh->index_mu);
+    pthread_mutex_lock(&sh->q_mu);
+    sh->drain_scheduled = false;
+    schedule_drain(sh); /* more left: go to the back of the pool's queue */
+    pthread_cond_broadcast(&sh->q_cv); /* close() waits for this state change */
+    pthread_mutex_unlock(&sh->q_mu);
+}
+
+/* ---- open / restart ------------------------------------------------------------------- */
+
+/* True when name is exactly "index-<N>.vxi" (not a leftover .tmp). */
+static bool checkpoint_name(const char *name, uint64_t *n)
+{
+    unsigned long long v;
+    char again[64];
+    if (sscanf(name, "index-%llu.vxi", &v) != 1) return false;
+    snprintf(again, sizeof again, "index-%llu.vxi", v);
+    if (strcmp(again, name) != 0) return false;
+    *n = v;
+    return true;
+}
+
+/* Newest DIR/index-<N>.vxi with N <= max_n; 0 when none. */
+static uint64_t newest_checkpoint(const char *dir, uint64_t max_n)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) return 0;
+    uint64_t best = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t n;
+        if (checkpoint_name(e->d_name, &n) && n <= max_n && n > best) best = n;
+    }
+    closedir(d);
+    return best;
+}
+
+typedef struct reindex_ctx {
+    vx_shard *sh;
+    uint64_t after;
+    float *vec;
+    int rc;
+    uint64_t added;
+} reindex_ctx;
+
+static int reindex_cb(void *ctx, const vx_point_id *id, const vx_record *rec)
+{
+    reindex_ctx *c = ctx;
+    if (rec->version <= c->after) return 0;
+    if (rec->dim != c->sh->dim) return VX_EDIM;
+    memcpy(c->vec, rec->vector, (size_t)rec->dim * 4);
+    char err[VX_ERRMSG_LEN];
+    int rc = vx_index_add(c->sh->index, rec->label, c->vec, err);
+    if (rc != 0) return rc;
+    c->added++;
+    return 0;
+}
+
+typedef struct stale_ctx {
+    vx_store_txn *txn;
+    uint64_t *labels;
+    size_t n, cap;
+} stale_ctx;
+
+static int stale_cb(void *ctx, uint64_t label)
+{
+    stale_ctx *c = ctx;
+    vx_point_id id;
+    vx_record rec;
+    int rc = vx_store_get_by_label(c->txn, label, &id, &rec);
+    if (rc == 0) return 0;
+    if (rc != VX_ENOTFOUND) return rc;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        uint64_t *l = realloc(c->labels, cap * sizeof(uint64_t));
+        if (l == NULL) return VX_ENOMEM;
+        c->labels = l;
+        c->cap = cap;
+    }
+    c->labels[c->n++] = label;
+    return 0;
+}
+
+/* Bring the index in line with the store (which is at `applied`). */
+static int recover_index(vx_shard *sh, uint64_t applied, char *errbuf)
+{
+    char path[600], err[VX_ERRMSG_LEN];
+    uint64_t n = newest_checkpoint(sh->dir, applied);
+    uint64_t covered = 0;
+    if (n > 0) {
+        snprintf(path, sizeof path, "%s/index-%" PRIu64 ".vxi", sh->dir, n);
+        vx_index *loaded;
+        if (vx_index_load(path, &loaded, err) == 0) {
+            const vx_index_config *lc = vx_index_get_config(loaded);
+            if (lc->dim == sh->cfg.index.dim && lc->metric == sh->cfg.index.metric &&
+                lc->quant == sh->cfg.index.quant) {
+                vx_index_free(sh->index);
+                sh->index = loaded;
+                covered = n;
+            } else {
+                fprintf(stderr, "shard %s: checkpoint %s has other parameters; rebuilding\n",
+                        sh->dir, path);
+                vx_index_free(loaded);
+            }
+        } else {
+            fprintf(stderr, "shard %s: checkpoint unusable (%s); rebuilding from the store\n",
+                    sh->dir, err);
+        }
+    }
+    vx_store_txn *txn;
+    int rc = vx_store_rbegin(sh->store, &txn);
+    if (rc != 0) return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, rc, "%s", vx_store_errmsg(sh->store));
+    /* labels deleted after the checkpoint */
+    stale_ctx sc = {.txn = txn};
+    if (covered > 0) rc = vx_index_for_each_label(sh->index, stale_cb, &sc);
+    for (size_t i = 0; rc == 0 && i < sc.n; i++) vx_index_delete(sh->index, sc.labels[i]);
+    free(sc.labels);
+    /* records written after it */
+    reindex_ctx rc_ctx = {.sh = sh, .after = covered, .vec = malloc((size_t)sh->dim * 4)};
+    if (rc == 0) rc = rc_ctx.vec ? vx_store_iterate(txn, NULL, reindex_cb, &rc_ctx) : VX_ENOMEM;
+    free(rc_ctx.vec);
+    vx_store_rend(txn);
+    if (rc != 0)
+        return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, rc, "re-indexing from the store: %s",
+                       rc == VX_EDIM ? "a record has another dimension" : vx_strerror(rc));
+    if (rc_ctx.added || sc.n)
+        fprintf(stderr,
+                "shard %s: index recovered from checkpoint %" PRIu64 ": %" PRIu64
+                " re-indexed, %zu removed\n",
+                sh->dir, covered, rc_ctx.added, sc.n);
+    return 0;
+}
+
+int vx_shard_open(const char *dir, const vx_shard_config *cfg, vx_workpool *pool,
+                  vx_shard **out, char *errbuf)
+{
+    if (strlen(dir) >= 400) return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_EINVAL, "path too long");
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_EIO, "mkdir %s: %s", dir, strerror(errno));
+    vx_shard *sh = calloc(1, sizeof(*sh));
+    if (sh == NULL) return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_ENOMEM, "shard");
+    snprintf(sh->dir, sizeof sh->dir, "%s", dir);
+    sh->cfg = *cfg;
+    if (sh->cfg.max_backlog == 0) sh->cfg.max_backlog = 20000;
+    sh->dim = cfg->index.dim;
+    sh->pool = pool;
+    pthread_mutex_init(&sh->q_mu, NULL);
+    pthread_cond_init(&sh->q_cv, NULL);
+    pthread_mutex_init(&sh->index_mu, NULL);
+    char path[600], err[VX_ERRMSG_LEN];
+    snprintf(path, sizeof path, "%s/store", dir);
+    int rc = vx_store_open(path, NULL, &sh->store, err);
+    if (rc != 0) {
+        vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, rc, "%s", err);
+        goto fail;
+    }
+    rc = vx_index_new(&cfg->index, &sh->index, err);
+    if (rc != 0) {
+        vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, rc, "index: %s", err);
+        goto fail;
+    }
+    rc = vx_store_applied(sh->store, &sh->applied, NULL);
+    if (rc == 0) rc = recover_index(sh, sh->applied, errbuf);
+    if (rc != 0) goto fail;
+    sh->indexed_upto = sh->applied;
+    *out = sh;
+    return 0;
+fail:
+    vx_index_free(sh->index);
+    vx_store_close(sh->store);
+    pthread_mutex_destroy(&sh->q_mu);
+    pthread_cond_destroy(&sh->q_cv);
+    pthread_mutex_destroy(&sh->index_mu);
+    free(sh);
+    return rc;
+}
+
+void vx_shard_close(vx_shard *sh)
+{
+    if (sh == NULL) return;
+    pthread_mutex_lock(&sh->q_mu);
+    while (sh->q_len > 0 || sh->drain_scheduled) {
+        if (!sh->drain_scheduled) schedule_drain(sh);
+        if (!sh->drain_scheduled) { /* the pool refused (shutting down): drain here */
+            sh->drain_scheduled = true;
+            pthread_mutex_unlock(&sh->q_mu);
+            drain_job(sh);
+            pthread_mutex_lock(&sh->q_mu);
+            continue;
+        }
+        pthread_cond_wait(&sh->q_cv, &sh->q_mu);
+    }
+    pthread_mutex_unlock(&sh->q_mu);
+    /* a drain job may still be on its way out of drain_job */
+    pthread_mutex_lock(&sh->index_mu);
+    pthread_mutex_unlock(&sh->index_mu);
+    pthread_mutex_lock(&sh->q_mu);
+    pthread_mutex_unlock(&sh->q_mu);
+    vx_index_free(sh->index);
+    vx_store_close(sh->store);
+    free(sh->q);
+    pthread_mutex_destroy(&sh->q_mu);
+    pthread_cond_destroy(&sh->q_cv);
+    pthread_mutex_destroy(&sh->index_mu);
+    free(sh);
+}
+
+/* ---- apply ------------------------------------------------------------------------------- */
+
+/* Merge (set) or replace (overwrite) a JSON object payload; *out malloc'd. */
+static int payload_update(const char *old, uint32_t old_len, const char *json, uint32_t len,
+                          bool merge, char **out)
+{
+    cJSON *upd = cJSON_ParseWithLength(json, len);
+    if (upd == NULL || !cJSON_IsObject(upd)) {
+        cJSON_Delete(upd);
+        return VX_EINVAL;
+    }
+    cJSON *base = NULL;
+    if (merge && old_len > 0) base = cJSON_ParseWithLength(old, old_len);
+    if (base == NULL || !cJSON_IsObject(base)) {
+        cJSON_Delete(base);
+        base = cJSON_CreateObject();
+    }
+    if (merge) {
+        cJSON *it = upd->child;
+        while (it) {
+            cJSON *next = it->next;
+            cJSON_DetachItemViaPointer(upd, it);
+            cJSON_DeleteItemFromObjectCaseSensitive(base, it->string);
+            cJSON_AddItemToObject(base, it->string, it);
+            it = next;
+        }
+    } else {
+        cJSON_Delete(base);
+        base = upd;
+        upd = NULL;
+    }
+    *out = cJSON_PrintUnformatted(base);
+    cJSON_Delete(base);
+    cJSON_Delete(upd);
+    return *out ? 0 : VX_ENOMEM;
+}
+
+static int payload_delete_keys(const char *old, uint32_t old_len, vx_cmd_reader *keys_reader,
+                               uint32_t nkeys, char **out)
+{
+    cJSON *base = old_len ? cJSON_ParseWithLength(old, old_len) : NULL;
+    if (base == NULL || !cJSON_IsObject(base)) {
+        cJSON_Delete(base);
+        base = cJSON_CreateObject();
+    }
+    vx_cmd_reader r = *keys_reader;
+    for (uint32_t i = 0; i < nkeys; i++) {
+        const char *k;
+        uint32_t kl;
+        if (vx_cmd_key(&r, &k, &kl) != 0) {
+            cJSON_Delete(base);
+            return VX_EINVAL;
+        }
+        char *key = strndup(k, kl);
+        if (key == NULL) {
+            cJSON_Delete(base);
+            return VX_ENOMEM;
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(base, key);
+        free(key);
+    }
+    *out = cJSON_PrintUnformatted(base);
+    cJSON_Delete(base);
+    return *out ? 0 : VX_ENOMEM;
+}
+
+/* Apply the command's store changes inside txn; collect index changes. */
+static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void *cmd,
+                     size_t len, vx_apply_result *res, index_op **ops, size_t *nops)
+{
+    vx_cmd_reader r;
+    int rc = vx_cmd_validate(cmd, len);
+    if (rc != 0) return rc;
+    vx_cmd_open(&r, cmd, len);
+    size_t cap = r.count ? r.count : 1;
+    *ops = calloc(cap, sizeof(index_op));
+    if (*ops == NULL) return VX_ENOMEM;
+    if (r.type == VX_CMD_UPSERT) {
+        vx_cmd_point pt;
+        while ((rc = vx_cmd_next_point(&r, &pt)) == 0) {
+            if (pt.dim != sh->dim) return VX_EDIM;
+            float *vec = malloc((size_t)pt.dim * 4);
+            if (vec == NULL) return VX_ENOMEM;
+            memcpy(vec, pt.vector, (size_t)pt.dim * 4);
+            for (uint32_t d = 0; d < pt.dim; d++)
+                if (!isfinite(vec[d])) {
+                    free(vec);
+                    return VX_EINVAL;
+                }
+            uint64_t label;
+            bool existed;
+            rc = vx_store_put(txn, &pt.id, vec, pt.dim, pt.payload, pt.payload_len, index, &label,
+                              &existed);
+            if (rc != 0) {
+                free(vec);
+                return rc;
+            }
+            if (sh->cfg.index.metric == VX_METRIC_COSINE) {
+                /* queued vectors are scored as the index would score them */
+                double norm = 0.0;
+                for (uint32_t d = 0; d < pt.dim; d++) norm += (double)vec[d] * vec[d];
+                if (norm > 0.0)
+                    for (uint32_t d = 0; d < pt.dim; d++) vec[d] = (float)(vec[d] / sqrt(norm));
+            }
+            (*ops)[(*nops)++] = (index_op){index, label, OP_ADD, vec};
+            res->written++;
+        }
+        return rc == VX_ENOTFOUND ? 0 : rc;
+    }
+    vx_point_id id;
+    if (r.type == VX_CMD_DELETE_IDS) {
+        while ((rc = vx_cmd_next_id(&r, &id)) == 0) {
+            uint64_t label;
+            rc = vx_store_del(txn, &id, &label);
+            if (rc == VX_ENOTFOUND) {
+                res->not_found++;
+                continue;
+            }
+            if (rc != 0) return rc;
+            (*ops)[(*nops)++] = (index_op){index, label, OP_DEL, NULL};
+            res->written++;
+        }
+        return rc == VX_ENOTFOUND ? 0 : rc;
+    }
+    /* payload commands: ids first, then the JSON or the keys */
+    vx_cmd_reader ids = r;
+    while ((rc = vx_cmd_next_id(&r, &id)) == 0) {
+    }
+    const char *json = NULL;
+    uint32_t jlen = 0, nkeys = 0;
+    if (r.type == VX_CMD_DELETE_PAYLOAD_KEYS)
+        rc = vx_cmd_keys(&r, &nkeys);
+    else
+        rc = vx_cmd_json(&r, &json, &jlen);
+    if (rc != 0) return rc;
+    while ((rc = vx_cmd_next_id(&ids, &id)) == 0) {
+        vx_record old;
+        rc = vx_store_get(txn, &id, &old);
+        if (rc == VX_ENOTFOUND) {
+            res->not_found++;
+            continue;
+        }
+        if (rc != 0) return rc;
+        char *np = NULL;
+        if (r.type == VX_CMD_DELETE_PAYLOAD_KEYS)
+            rc = payload_delete_keys(old.payload, old.payload_len, &r, nkeys, &np);
+        else
+            rc = payload_update(old.payload, old.payload_len, json, jlen,
+                                r.type == VX_CMD_SET_PAYLOAD, &np);
+        if (rc == 0) rc = vx_store_put_payload(txn, &id, np, (uint32_t)strlen(np), index);
+        free(np);
+        if (rc != 0) return rc;
+        res->written++;
+    }
+    return rc == VX_ENOTFOUND ? 0 : rc;
+}
+
+int vx_shard_apply(vx_shard *sh, uint64_t index, uint64_t term, const void *cmd, size_t len,
+                   vx_apply_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    if (atomic_load(&sh->fatal)) return VX_EFATAL;
+    pthread_mutex_lock(&sh->q_mu);
+    uint64_t applied = sh->applied;
+    pthread_mutex_unlock(&sh->q_mu);
+    if (index <= applied) return 0; /* replay of an entry already in the store */
+
+    vx_store_txn *txn;
+    int rc = vx_store_wbegin(sh->store, &txn);
+    if (rc != 0) goto store_failed;
+    index_op *ops = NULL;
+    size_t nops = 0;
+    int st = apply_cmd(sh, txn, index, cmd, len, res, &ops, &nops);
+    if (st == VX_EFATAL || st == VX_EIO || st == VX_ECORRUPT || st == VX_ENOMEM || st == VX_EFULL) {
+        rc = st;
+        vx_store_abort(txn);
+        goto ops_failed;
+    }
+    if (st != 0) {
+        /* A bad command: no-op, identically on every replica. */
+        vx_store_abort(txn);
+        for (size_t i = 0; i < nops; i++) free(ops[i].vec);
+        nops = 0;
+        memset(res, 0, sizeof(*res));
+        res->status = st;
+        rc = vx_store_wbegin(sh->store, &txn);
+        if (rc != 0) goto ops_failed;
+    }
+    rc = vx_store_set_applied(txn, index, term);
+    if (rc == 0) rc = vx_store_commit(txn);
+    else vx_store_abort(txn);
+    if (rc != 0) goto ops_failed;
+
+    pthread_mutex_lock(&sh->q_mu);
+    sh->applied = index;
+    for (size_t i = 0; i < nops; i++) {
+        if (queue_push(sh, ops[i]) != 0) { /* cannot queue: apply directly, in order */
+            pthread_mutex_unlock(&sh->q_mu);
+            pthread_mutex_lock(&sh->index_mu);
+            if (ops[i].op == OP_ADD)
+                vx_index_add(sh->index, ops[i].label, ops[i].vec, NULL);
+            else
+                vx_index_delete(sh->index, ops[i].label);
+            pthread_mutex_unlock(&sh->index_mu);
+            free(ops[i].vec);
+            pthread_mutex_lock(&sh->q_mu);
+        }
+    }
+    update_indexed(sh);
+    schedule_drain(sh);
+    pthread_mutex_unlock(&sh->q_mu);
+    free(ops);
+    return 0;
+
+ops_failed:
+    for (size_t i = 0; i < nops; i++) free(ops[i].vec);
+    free(ops);
+store_failed:
+    /* Applying a committed entry failed for a storage reason: fail-stop. */
+    atomic_store(&sh->fatal, true);
+    fprintf(stderr, "shard %s: apply of entry %" PRIu64 " failed (%s): %s; replica stopped\n",
+            sh->dir, index, vx_strerror(rc), vx_store_errmsg(sh->store));
+    return VX_EFATAL;
+}
+
+/* ---- reads --------------------------------------------------------------------------------- */
+
+typedef struct pending {
+    uint64_t label;
+    size_t seq; /* position in the queue: later changes win */
+    int op;
+    const float *vec;
+} pending;
+
+static int pending_cmp(const void *a, const void *b)
+{
+    const pending *x = a, *y = b;
+    if (x->label != y->label) return (x->label > y->label) - (x->label < y->label);
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static bool pending_has(const pending *p, size_t n, uint64_t label)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (p[mid].label < label)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && p[lo].label == label;
+}
+
+static int hit_cmp(const void *a, const void *b)
+{
+    const vx_hit *x = a, *y = b;
+    if (x->distance != y->distance) return x->distance < y->distance ? -1 : 1;
+    return (x->label > y->label) - (x->label < y->label);
+}
+
+int vx_shard_search(vx_shard *sh, const float *query, uint32_t k, const vx_search_params *params,
+                    vx_shard_hit *out, uint32_t *n_out)
+{
+    *n_out = 0;
+    if (k == 0) return 0;
+    const vx_index_config *ic = &sh->cfg.index;
+    float *q = malloc((size_t)sh->dim * 4);
+    if (q == NULL) return VX_ENOMEM;
+    memcpy(q, query, (size_t)sh->dim * 4);
+    if (ic->metric == VX_METRIC_COSINE) {
+        double norm = 0;
+        for (uint32_t d = 0; d < sh->dim; d++) norm += (double)q[d] * q[d];
+        if (norm > 0)
+            for (uint32_t d = 0; d < sh->dim; d++) q[d] = (float)(q[d] / sqrt(norm));
+    }
+    vx_kernels_init();
+    /* Score the queued changes exactly, under the queue lock (it is bounded
+     * by the backlog limit); the last change of a label wins. */
+    pthread_mutex_lock(&sh->q_mu);
+    size_t np = sh->q_len;
+    pending *pend = np ? malloc(np * sizeof(pending)) : NULL;
+    vx_hit *cand = malloc((np + k) * sizeof(vx_hit));
+    if ((np && pend == NULL) || cand == NULL) {
+        pthread_mutex_unlock(&sh->q_mu);
+        free(pend);
+        free(cand);
+        free(q);
+        return VX_ENOMEM;
+    }
+    for (size_t i = 0; i < np; i++) {
+        const index_op *op = &sh->q[(sh->q_head + i) % sh->q_cap];
+        pend[i] = (pending){op->label, i, op->op, op->vec};
+    }
+    if (np) qsort(pend, np, sizeof(pending), pending_cmp); /* by label, then queue order */
+    size_t nc = 0;
+    for (size_t i = 0; i < np; i++) {
+        if (i + 1 < np && pend[i + 1].label == pend[i].label) continue;
+        if (pend[i].op != OP_ADD) continue;
+        float d = ic->metric == VX_METRIC_L2 ? vx_kern.l2sq_f32(q, pend[i].vec, sh->dim)
+                                             : -vx_kern.dot_f32(q, pend[i].vec, sh->dim);
+        cand[nc++] = (vx_hit){pend[i].label, d};
+    }
+    pthread_mutex_unlock(&sh->q_mu);
+
+    uint32_t kk = k + (uint32_t)(np < 100000 ? np : 100000);
+    vx_hit *ih = malloc(kk * sizeof(vx_hit));
+    uint32_t ni = 0;
+    int rc = ih ? vx_index_search(sh->index, q, kk, params, NULL, ih, &ni) : VX_ENOMEM;
+    if (rc == 0) {
+        cand = realloc(cand, (nc + ni) * sizeof(vx_hit) + sizeof(vx_hit));
+        for (uint32_t i = 0; i < ni; i++)
+            if (!pending_has(pend, np, ih[i].label)) cand[nc++] = ih[i];
+        if (nc) qsort(cand, nc, sizeof(vx_hit), hit_cmp);
+    }
+    free(ih);
+    free(pend);
+    free(q);
+    if (rc != 0) {
+        free(cand);
+        return rc;
+    }
+    /* labels -> ids; a point deleted meanwhile is skipped */
+    vx_store_txn *txn;
+    rc = vx_store_rbegin(sh->store, &txn);
+    uint32_t n = 0;
+    for (size_t i = 0; rc == 0 && i < nc && n < k; i++) {
+        vx_record rec;
+        int g = vx_store_get_by_label(txn, cand[i].label, &out[n].id, &rec);
+        if (g == VX_ENOTFOUND) continue;
+        if (g != 0) {
+            rc = g;
+            break;
+        }
+        out[n].distance = cand[i].distance;
+        out[n].version = rec.version;
+        n++;
+    }
+    if (txn) vx_store_rend(txn);
+    free(cand);
+    *n_out = n;
+    return rc;
+}
+
+int vx_shard_get(vx_shard *sh, const vx_point_id *id, float *vec, char **payload,
+                 uint64_t *version)
+{
+    vx_store_txn *txn;
+    int rc = vx_store_rbegin(sh->store, &txn);
+    if (rc != 0) return rc;
+    vx_record rec;
+    rc = vx_store_get(txn, id, &rec);
+    if (rc == 0) {
+        if (vec) memcpy(vec, rec.vector, (size_t)rec.dim * 4);
+        if (version) *version = rec.version;
+        if (payload) {
+            *payload = strndup(rec.payload, rec.payload_len);
+            if (*payload == NULL) rc = VX_ENOMEM;
+        }
+    }
+    vx_store_rend(txn);
+    return rc;
+}
+
+uint64_t vx_shard_applied(vx_shard *sh)
+{
+    pthread_mutex_lock(&sh->q_mu);
+    uint64_t a = sh->applied;
+    pthread_mutex_unlock(&sh->q_mu);
+    return a;
+}
+
+uint64_t vx_shard_count(vx_shard *sh) { return vx_store_count(sh->store); }
+
+size_t vx_shard_backlog(vx_shard *sh)
+{
+    pthread_mutex_lock(&sh->q_mu);
+    size_t n = sh->q_len;
+    pthread_mutex_unlock(&sh->q_mu);
+    return n;
+}
+
+bool vx_shard_backlog_full(vx_shard *sh) { return vx_shard_backlog(sh) >= sh->cfg.max_backlog; }
+
+int vx_shard_wait_indexed(vx_shard *sh, int timeout_ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&sh->q_mu);
+    while (sh->indexed_upto < sh->applied && rc == 0)
+        rc = pthread_cond_timedwait(&sh->q_cv, &sh->q_mu, &dl);
+    bool done = sh->indexed_upto >= sh->applied;
+    pthread_mutex_unlock(&sh->q_mu);
+    return done ? 0 : VX_ESTATE;
+}
+
+int vx_shard_digest(vx_shard *sh, uint64_t *digest, uint64_t *applied)
+{
+    return vx_store_digest(sh->store, digest, applied);
+}
+
+bool vx_shard_failed(vx_shard *sh) { return atomic_load(&sh->fatal) || vx_store_failed(sh->store); }
+vx_index *vx_shard_index(vx_shard *sh) { return sh->index; }
+
+int vx_shard_checkpoint(vx_shard *sh, char *errbuf)
+{
+    int rc = vx_store_sync(sh->store);
+    if (rc != 0) {
+        atomic_store(&sh->fatal, true);
+        return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, rc, "%s", vx_store_errmsg(sh->store));
+    }
+    pthread_mutex_lock(&sh->index_mu); /* no drain in progress */
+    pthread_mutex_lock(&sh->q_mu);
+    uint64_t covered = sh->indexed_upto;
+    pthread_mutex_unlock(&sh->q_mu);
+    char path[800], err[VX_ERRMSG_LEN];
+    snprintf(path, sizeof path, "%s/index-%" PRIu64 ".vxi", sh->dir, covered);
+    rc = vx_index_save(sh->index, path, err);
+    pthread_mutex_unlock(&sh->index_mu);
+    if (rc != 0) return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, rc, "index checkpoint: %s", err);
+    /* remove older checkpoints */
+    DIR *d = opendir(sh->dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            uint64_t n;
+            if (checkpoint_name(e->d_name, &n) && n != covered) {
+                snprintf(path, sizeof path, "%s/%s", sh->dir, e->d_name);
+                unlink(path);
+            }
+        }
+        closedir(d);
+    }
+    return 0;
+}

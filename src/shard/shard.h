@@ -1,0 +1,96 @@
+/*
+ * shard.h - one replica of a shard: the state machine Raft drives.
+ *
+ * A shard replica owns a store (store/store.h: the durable truth) and a
+ * vector index (index/index.h: derived, rebuildable) in one directory:
+ *
+ *   DIR/store/            LMDB environment
+ *   DIR/index-<N>.vxi     the index as of applied Raft index N (checkpoint)
+ *
+ * apply() runs one committed Raft entry: it decodes the command, writes
+ * every record and the applied index in ONE store transaction, then queues
+ * the vector changes for the index; a job on the shared worker pool drains
+ * the queue into the index.  So apply never waits for HNSW inserts, and a
+ * leader may acknowledge as soon as apply returns.  Searches cover the
+ * index plus an exact scan of the queued (not yet indexed) changes, so a
+ * point is searchable -- and a deleted point gone -- as soon as its write is
+ * applied.  backlog() is the leader's backpressure signal.
+ *
+ * Replay is idempotent: an entry at or below the store's applied index is
+ * skipped.  A malformed command is applied as a no-op on every replica (the
+ * result says VX_EINVAL), never half-applied.
+ *
+ * Restart: the newest index checkpoint not newer than the store is loaded,
+ * records written after it are re-indexed and labels deleted after it are
+ * removed; a missing or corrupt checkpoint means a rebuild from the store,
+ * never a failure to open.
+ *
+ * Threading: apply and checkpoint from one thread (the Raft loop's apply
+ * path); search, get and digest from any thread.
+ */
+#ifndef VX_SHARD_SHARD_H
+#define VX_SHARD_SHARD_H
+
+#include "base/pointid.h"
+#include "base/workpool.h"
+#include "index/index.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VX_SHARD_ERRMSG_LEN 256
+
+typedef struct vx_shard vx_shard;
+
+typedef struct vx_shard_config {
+    vx_index_config index; /* dim, metric, quantization, HNSW parameters */
+    uint32_t max_backlog;  /* queued index changes above which backlog_full() (default 20000) */
+} vx_shard_config;
+
+int vx_shard_open(const char *dir, const vx_shard_config *cfg, vx_workpool *pool,
+                  vx_shard **out, char *errbuf);
+/* Waits for queued index work, then closes.  Does not checkpoint. */
+void vx_shard_close(vx_shard *sh);
+
+typedef struct vx_apply_result {
+    int status;         /* 0, or why the command was a no-op (VX_EINVAL, VX_EDIM) */
+    uint32_t written;   /* points inserted/replaced/updated/deleted */
+    uint32_t not_found; /* ids of deletes/payload updates that did not exist */
+} vx_apply_result;
+
+/* Apply the committed entry (index, term).  Returns 0 (see res->status), or
+ * VX_EFATAL when the store failed: the replica must stop. */
+int vx_shard_apply(vx_shard *sh, uint64_t index, uint64_t term, const void *cmd, size_t len,
+                   vx_apply_result *res);
+
+typedef struct vx_shard_hit {
+    vx_point_id id;
+    float distance; /* squared L2, -dot or -cos: ascending */
+    uint64_t version;
+} vx_shard_hit;
+
+/* k nearest applied points (index + queued changes). */
+int vx_shard_search(vx_shard *sh, const float *query, uint32_t k, const vx_search_params *params,
+                    vx_shard_hit *out, uint32_t *n_out);
+
+/* Copy of one point: vector (dim floats) and payload (malloc'd, NUL-ended). */
+int vx_shard_get(vx_shard *sh, const vx_point_id *id, float *vec, char **payload,
+                 uint64_t *version);
+
+uint64_t vx_shard_applied(vx_shard *sh);
+uint64_t vx_shard_count(vx_shard *sh);
+size_t vx_shard_backlog(vx_shard *sh);
+bool vx_shard_backlog_full(vx_shard *sh);
+/* Wait until every change applied so far is in the index (tests, shutdown);
+ * VX_ESTATE on timeout. */
+int vx_shard_wait_indexed(vx_shard *sh, int timeout_ms);
+/* Store digest + applied index: equal on identical replicas. */
+int vx_shard_digest(vx_shard *sh, uint64_t *digest, uint64_t *applied);
+/* Sync the store and save the index as of what it covers; older
+ * checkpoints are removed.  Call before Raft may drop log entries. */
+int vx_shard_checkpoint(vx_shard *sh, char *errbuf);
+bool vx_shard_failed(vx_shard *sh);
+vx_index *vx_shard_index(vx_shard *sh);
+
+#endif

@@ -1,0 +1,544 @@
+/*
+ * store.c - the LMDB shard store (see store.h for format and durability).
+ */
+#include "store/store.h"
+
+#include "base/err.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the record format is little-endian; add byte swapping for this host"
+#endif
+
+#define REC_FORMAT 1
+#define REC_HDR 32 /* checksum 8, format/flags/reserved 4, dim 4, version 8, label 8 */
+#define STORE_FORMAT 1u
+
+struct vx_store {
+    MDB_env *env;
+    MDB_dbi points, labels, meta;
+    bool sync_each_commit;
+    _Atomic bool fatal;
+    _Atomic bool inject_sync_failure;
+    pthread_mutex_t msg_mu;
+    char errmsg[VX_STORE_ERRMSG_LEN];
+    char dir[512];
+};
+
+struct vx_store_txn {
+    vx_store *st;
+    MDB_txn *txn;
+    bool write;
+    bool labels_dirty;
+    uint64_t next_label;
+};
+
+static int store_err(vx_store *st, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int store_err(vx_store *st, int code, const char *fmt, ...)
+{
+    pthread_mutex_lock(&st->msg_mu);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = snprintf(st->errmsg, sizeof st->errmsg, "store %s: ", st->dir);
+    if (n > 0 && (size_t)n < sizeof st->errmsg) vsnprintf(st->errmsg + n, sizeof st->errmsg - n, fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&st->msg_mu);
+    return code;
+}
+
+static int map_mdb(int rc)
+{
+    switch (rc) {
+    case 0:
+        return 0;
+    case MDB_NOTFOUND:
+        return VX_ENOTFOUND;
+    case MDB_MAP_FULL:
+        return VX_EFULL;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+        return VX_ECORRUPT;
+    case MDB_INVALID: /* not an LMDB file */
+    case MDB_VERSION_MISMATCH:
+        return VX_EFORMAT;
+    case ENOMEM:
+        return VX_ENOMEM;
+    default:
+        return VX_EIO;
+    }
+}
+
+/* Latch the fail-stop state.  Never cleared while the store is open. */
+static int store_fail(vx_store *st, int mdb_rc, const char *what)
+{
+    atomic_store(&st->fatal, true);
+    return store_err(st, VX_EFATAL, "%s failed (%s): replica fail-stopped", what,
+                     mdb_rc ? mdb_strerror(mdb_rc) : "injected");
+}
+
+const char *vx_store_errmsg(vx_store *st) { return st->errmsg; }
+bool vx_store_failed(vx_store *st) { return atomic_load(&st->fatal); }
+void vx_store_inject_sync_failure(vx_store *st) { atomic_store(&st->inject_sync_failure, true); }
+
+int vx_store_open(const char *dir, const vx_store_options *opt, vx_store **out, char *errbuf)
+{
+    static const vx_store_options defaults = {0};
+    if (opt == NULL) opt = &defaults;
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return vx_errf(errbuf, VX_STORE_ERRMSG_LEN, VX_EIO, "mkdir %s: %s", dir, strerror(errno));
+    vx_store *st = calloc(1, sizeof(*st));
+    if (st == NULL) return vx_errf(errbuf, VX_STORE_ERRMSG_LEN, VX_ENOMEM, "store");
+    pthread_mutex_init(&st->msg_mu, NULL);
+    snprintf(st->dir, sizeof st->dir, "%s", dir);
+    st->sync_each_commit = opt->sync_each_commit;
+    /* The map is address space, not memory: 1 TiB by default.  Where the
+     * address space is limited (ulimit -v, sanitizers), halve it down to
+     * 1 GiB rather than fail. */
+    size_t map = opt->map_size ? opt->map_size : (size_t)1 << 40;
+    unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (opt->sync_each_commit ? 0 : MDB_NOMETASYNC);
+    int rc;
+    for (;;) {
+        rc = mdb_env_create(&st->env);
+        if (rc == 0) rc = mdb_env_set_maxdbs(st->env, 4);
+        if (rc == 0) rc = mdb_env_set_mapsize(st->env, map);
+        if (rc == 0) rc = mdb_env_open(st->env, dir, flags, 0644);
+        if (rc != ENOMEM || opt->map_size || map <= ((size_t)1 << 30)) break;
+        mdb_env_close(st->env);
+        st->env = NULL;
+        map /= 2;
+    }
+    if (rc != 0) {
+        int code = map_mdb(rc);
+        vx_errf(errbuf, VX_STORE_ERRMSG_LEN, code, "opening LMDB in %s: %s", dir, mdb_strerror(rc));
+        goto fail;
+    }
+    MDB_txn *txn;
+    rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc == 0) rc = mdb_dbi_open(txn, "points", MDB_CREATE, &st->points);
+    if (rc == 0) rc = mdb_dbi_open(txn, "labels", MDB_CREATE | MDB_INTEGERKEY, &st->labels);
+    if (rc == 0) rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta);
+    if (rc == 0) {
+        MDB_val k = {6, "format"}, v;
+        int g = mdb_get(txn, st->meta, &k, &v);
+        if (g == MDB_NOTFOUND) {
+            uint32_t f = STORE_FORMAT;
+            v.mv_size = sizeof f;
+            v.mv_data = &f;
+            rc = mdb_put(txn, st->meta, &k, &v, 0);
+        } else if (g == 0) {
+            uint32_t f = 0;
+            bool sized = v.mv_size == sizeof f;
+            if (sized) memcpy(&f, v.mv_data, sizeof f);
+            if (!sized || f != STORE_FORMAT) {
+                mdb_txn_abort(txn);
+                if (sized)
+                    vx_errf(errbuf, VX_STORE_ERRMSG_LEN, VX_EFORMAT,
+                            "%s: store format %u is not supported (this build reads %u)", dir, f,
+                            STORE_FORMAT);
+                else
+                    vx_errf(errbuf, VX_STORE_ERRMSG_LEN, VX_EFORMAT,
+                            "%s: store format marker has %zu bytes, not a Vectron store", dir,
+                            v.mv_size);
+                rc = -1;
+                goto fail_code;
+            }
+        } else {
+            rc = g;
+        }
+    }
+    if (rc == 0) rc = mdb_txn_commit(txn);
+    else mdb_txn_abort(txn);
+    if (rc == 0 && !opt->sync_each_commit) rc = mdb_env_sync(st->env, 1);
+    if (rc != 0) {
+        vx_errf(errbuf, VX_STORE_ERRMSG_LEN, map_mdb(rc), "initialising %s: %s", dir,
+                mdb_strerror(rc));
+        goto fail;
+    }
+    *out = st;
+    return 0;
+fail:
+    rc = map_mdb(rc);
+    mdb_env_close(st->env);
+    pthread_mutex_destroy(&st->msg_mu);
+    free(st);
+    return rc;
+fail_code:
+    mdb_env_close(st->env);
+    pthread_mutex_destroy(&st->msg_mu);
+    free(st);
+    return VX_EFORMAT;
+}
+
+void vx_store_close(vx_store *st)
+{
+    if (st == NULL) return;
+    mdb_env_close(st->env);
+    pthread_mutex_destroy(&st->msg_mu);
+    free(st);
+}
+
+/* ---- transactions ------------------------------------------------------------ */
+
+static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *out, size_t n)
+{
+    MDB_val k = {strlen(key), (void *)key}, v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        memset(out, 0, n * sizeof(uint64_t));
+        return 0;
+    }
+    if (rc != 0) return rc;
+    if (v.mv_size != n * sizeof(uint64_t)) return MDB_CORRUPTED;
+    memcpy(out, v.mv_data, v.mv_size);
+    return 0;
+}
+
+static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, const uint64_t *vals, size_t n)
+{
+    MDB_val k = {strlen(key), (void *)key}, v = {n * sizeof(uint64_t), (void *)vals};
+    return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+int vx_store_wbegin(vx_store *st, vx_store_txn **out)
+{
+    if (atomic_load(&st->fatal)) return VX_EFATAL;
+    vx_store_txn *t = calloc(1, sizeof(*t));
+    if (t == NULL) return VX_ENOMEM;
+    t->st = st;
+    t->write = true;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &t->txn);
+    if (rc == 0) rc = meta_get_u64(t->txn, st->meta, "next_label", &t->next_label, 1);
+    if (rc != 0) {
+        if (t->txn) mdb_txn_abort(t->txn);
+        free(t);
+        return store_err(st, map_mdb(rc), "begin write: %s", mdb_strerror(rc));
+    }
+    *out = t;
+    return 0;
+}
+
+int vx_store_rbegin(vx_store *st, vx_store_txn **out)
+{
+    vx_store_txn *t = calloc(1, sizeof(*t));
+    if (t == NULL) return VX_ENOMEM;
+    t->st = st;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &t->txn);
+    if (rc != 0) {
+        free(t);
+        return store_err(st, map_mdb(rc), "begin read: %s", mdb_strerror(rc));
+    }
+    *out = t;
+    return 0;
+}
+
+void vx_store_rend(vx_store_txn *t)
+{
+    if (t == NULL) return;
+    mdb_txn_abort(t->txn);
+    free(t);
+}
+
+void vx_store_abort(vx_store_txn *t) { vx_store_rend(t); }
+
+int vx_store_commit(vx_store_txn *t)
+{
+    vx_store *st = t->st;
+    int rc = 0;
+    if (atomic_load(&st->fatal)) {
+        mdb_txn_abort(t->txn);
+        free(t);
+        return VX_EFATAL;
+    }
+    if (t->labels_dirty) rc = meta_put_u64(t->txn, st->meta, "next_label", &t->next_label, 1);
+    if (rc != 0) {
+        mdb_txn_abort(t->txn);
+        free(t);
+        return store_err(st, map_mdb(rc), "commit: %s", mdb_strerror(rc));
+    }
+    rc = mdb_txn_commit(t->txn);
+    free(t);
+    if (rc == MDB_MAP_FULL) return store_err(st, VX_EFULL, "commit: map full");
+    if (rc != 0) return store_fail(st, rc, "commit");
+    if (st->sync_each_commit && atomic_exchange(&st->inject_sync_failure, false))
+        return store_fail(st, 0, "fsync on commit");
+    return 0;
+}
+
+/* ---- records ------------------------------------------------------------------ */
+
+static int decode_record(vx_store *st, const vx_point_id *id, const MDB_val *v, vx_record *rec)
+{
+    const uint8_t *p = v->mv_data;
+    char text[VX_ID_TEXT_MAX];
+    if (v->mv_size < REC_HDR + 4) goto corrupt;
+    uint64_t sum;
+    memcpy(&sum, p, 8);
+    if (XXH3_64bits(p + 8, v->mv_size - 8) != sum) goto corrupt;
+    if (p[8] != REC_FORMAT) {
+        vx_id_format(id, text);
+        return store_err(st, VX_EFORMAT, "point %s: record format %u unknown", text, p[8]);
+    }
+    memcpy(&rec->dim, p + 12, 4);
+    memcpy(&rec->version, p + 16, 8);
+    memcpy(&rec->label, p + 24, 8);
+    size_t vbytes = (size_t)rec->dim * 4;
+    if (v->mv_size < REC_HDR + vbytes + 4) goto corrupt;
+    rec->vector = p + REC_HDR;
+    memcpy(&rec->payload_len, p + REC_HDR + vbytes, 4);
+    if (v->mv_size != REC_HDR + vbytes + 4 + rec->payload_len) goto corrupt;
+    rec->payload = (const char *)p + REC_HDR + vbytes + 4;
+    return 0;
+corrupt:
+    vx_id_format(id, text);
+    return store_err(st, VX_ECORRUPT, "point %s: record failed its checksum or shape check", text);
+}
+
+static void encode_record(uint8_t *p, const float *vec, uint32_t dim, const char *payload,
+                          uint32_t plen, uint64_t version, uint64_t label)
+{
+    memset(p + 8, 0, 4);
+    p[8] = REC_FORMAT;
+    memcpy(p + 12, &dim, 4);
+    memcpy(p + 16, &version, 8);
+    memcpy(p + 24, &label, 8);
+    memcpy(p + REC_HDR, vec, (size_t)dim * 4);
+    memcpy(p + REC_HDR + (size_t)dim * 4, &plen, 4);
+    if (plen) memcpy(p + REC_HDR + (size_t)dim * 4 + 4, payload, plen);
+    size_t total = REC_HDR + (size_t)dim * 4 + 4 + plen;
+    uint64_t sum = XXH3_64bits(p + 8, total - 8);
+    memcpy(p, &sum, 8);
+}
+
+int vx_store_get(vx_store_txn *t, const vx_point_id *id, vx_record *rec)
+{
+    MDB_val k = {id->len, (void *)id->b}, v;
+    int rc = mdb_get(t->txn, t->st->points, &k, &v);
+    if (rc != 0) return rc == MDB_NOTFOUND ? VX_ENOTFOUND : store_err(t->st, map_mdb(rc), "get: %s", mdb_strerror(rc));
+    return decode_record(t->st, id, &v, rec);
+}
+
+int vx_store_get_by_label(vx_store_txn *t, uint64_t label, vx_point_id *id, vx_record *rec)
+{
+    size_t lk = (size_t)label;
+    MDB_val k = {sizeof lk, &lk}, v;
+    int rc = mdb_get(t->txn, t->st->labels, &k, &v);
+    if (rc != 0) return rc == MDB_NOTFOUND ? VX_ENOTFOUND : store_err(t->st, map_mdb(rc), "label: %s", mdb_strerror(rc));
+    if (vx_id_from_bytes(id, v.mv_data, v.mv_size) != 0)
+        return store_err(t->st, VX_ECORRUPT, "label %llu maps to a malformed id",
+                         (unsigned long long)label);
+    rc = vx_store_get(t, id, rec);
+    if (rc == 0 && rec->label != label)
+        return store_err(t->st, VX_ECORRUPT, "label %llu maps to a point with label %llu",
+                         (unsigned long long)label, (unsigned long long)rec->label);
+    return rc;
+}
+
+static int write_record(vx_store_txn *t, const vx_point_id *id, const float *vec, uint32_t dim,
+                        const char *payload, uint32_t plen, uint64_t version, uint64_t label)
+{
+    MDB_val k = {id->len, (void *)id->b};
+    MDB_val v = {REC_HDR + (size_t)dim * 4 + 4 + plen, NULL};
+    int rc = mdb_put(t->txn, t->st->points, &k, &v, MDB_RESERVE);
+    if (rc != 0) return rc;
+    encode_record(v.mv_data, vec, dim, payload, plen, version, label);
+    return 0;
+}
+
+int vx_store_put(vx_store_txn *t, const vx_point_id *id, const float *vec, uint32_t dim,
+                 const char *payload, uint32_t plen, uint64_t version, uint64_t *label_out,
+                 bool *existed)
+{
+    if (!t->write || dim == 0 || vec == NULL) return VX_EINVAL;
+    if (atomic_load(&t->st->fatal)) return VX_EFATAL;
+    vx_record old;
+    uint64_t label;
+    int rc = vx_store_get(t, id, &old);
+    if (rc == 0) {
+        label = old.label;
+        *existed = true;
+    } else if (rc == VX_ENOTFOUND) {
+        label = t->next_label++;
+        t->labels_dirty = true;
+        *existed = false;
+        size_t lk = (size_t)label;
+        MDB_val k = {sizeof lk, &lk}, v = {id->len, (void *)id->b};
+        int m = mdb_put(t->txn, t->st->labels, &k, &v, 0);
+        if (m != 0) return store_err(t->st, map_mdb(m), "label put: %s", mdb_strerror(m));
+    } else {
+        return rc;
+    }
+    rc = write_record(t, id, vec, dim, payload, plen, version, label);
+    if (rc != 0) return store_err(t->st, map_mdb(rc), "put: %s", mdb_strerror(rc));
+    *label_out = label;
+    return 0;
+}
+
+int vx_store_put_payload(vx_store_txn *t, const vx_point_id *id, const char *payload,
+                         uint32_t plen, uint64_t version)
+{
+    if (!t->write) return VX_EINVAL;
+    if (atomic_load(&t->st->fatal)) return VX_EFATAL;
+    vx_record old;
+    int rc = vx_store_get(t, id, &old);
+    if (rc != 0) return rc;
+    /* the old value lives in the map and is overwritten by the put: copy */
+    float *vec = malloc((size_t)old.dim * 4 + 1);
+    if (vec == NULL) return VX_ENOMEM;
+    memcpy(vec, old.vector, (size_t)old.dim * 4);
+    rc = write_record(t, id, vec, old.dim, payload, plen, version, old.label);
+    free(vec);
+    if (rc != 0) return store_err(t->st, map_mdb(rc), "put payload: %s", mdb_strerror(rc));
+    return 0;
+}
+
+int vx_store_del(vx_store_txn *t, const vx_point_id *id, uint64_t *label_out)
+{
+    if (!t->write) return VX_EINVAL;
+    if (atomic_load(&t->st->fatal)) return VX_EFATAL;
+    vx_record old;
+    int rc = vx_store_get(t, id, &old);
+    if (rc != 0) return rc;
+    MDB_val k = {id->len, (void *)id->b};
+    size_t lk = (size_t)old.label;
+    MDB_val kl = {sizeof lk, &lk};
+    rc = mdb_del(t->txn, t->st->points, &k, NULL);
+    if (rc == 0) rc = mdb_del(t->txn, t->st->labels, &kl, NULL);
+    if (rc != 0) return store_err(t->st, map_mdb(rc), "delete: %s", mdb_strerror(rc));
+    *label_out = old.label;
+    return 0;
+}
+
+int vx_store_set_applied(vx_store_txn *t, uint64_t index, uint64_t term)
+{
+    if (!t->write) return VX_EINVAL;
+    if (atomic_load(&t->st->fatal)) return VX_EFATAL;
+    uint64_t v[2] = {index, term};
+    int rc = meta_put_u64(t->txn, t->st->meta, "applied", v, 2);
+    return rc ? store_err(t->st, map_mdb(rc), "set applied: %s", mdb_strerror(rc)) : 0;
+}
+
+int vx_store_iterate(vx_store_txn *t, const vx_point_id *start, vx_store_iter_cb cb, void *ctx)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->st->points, &cur);
+    if (rc != 0) return store_err(t->st, map_mdb(rc), "cursor: %s", mdb_strerror(rc));
+    MDB_val k, v;
+    if (start) {
+        k.mv_size = start->len;
+        k.mv_data = (void *)start->b;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    } else {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    }
+    int out = 0;
+    while (rc == 0) {
+        vx_point_id id;
+        vx_record rec;
+        if (vx_id_from_bytes(&id, k.mv_data, k.mv_size) != 0) {
+            out = store_err(t->st, VX_ECORRUPT, "malformed point key of %zu bytes", k.mv_size);
+            break;
+        }
+        out = decode_record(t->st, &id, &v, &rec);
+        if (out != 0) break;
+        out = cb(ctx, &id, &rec);
+        if (out != 0) break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (out == 0 && rc != MDB_NOTFOUND && rc != 0)
+        out = store_err(t->st, map_mdb(rc), "iterate: %s", mdb_strerror(rc));
+    return out;
+}
+
+/* ---- state ------------------------------------------------------------------------ */
+
+int vx_store_applied(vx_store *st, uint64_t *index, uint64_t *term)
+{
+    vx_store_txn *t;
+    int rc = vx_store_rbegin(st, &t);
+    if (rc != 0) return rc;
+    uint64_t v[2];
+    int m = meta_get_u64(t->txn, st->meta, "applied", v, 2);
+    vx_store_rend(t);
+    if (m != 0) return store_err(st, map_mdb(m), "read applied: %s", mdb_strerror(m));
+    *index = v[0];
+    if (term) *term = v[1];
+    return 0;
+}
+
+uint64_t vx_store_count(vx_store *st)
+{
+    vx_store_txn *t;
+    if (vx_store_rbegin(st, &t) != 0) return 0;
+    MDB_stat s;
+    uint64_t n = mdb_stat(t->txn, st->points, &s) == 0 ? s.ms_entries : 0;
+    vx_store_rend(t);
+    return n;
+}
+
+int vx_store_sync(vx_store *st)
+{
+    if (atomic_load(&st->fatal)) return VX_EFATAL;
+    if (atomic_exchange(&st->inject_sync_failure, false)) return store_fail(st, 0, "fsync");
+    int rc = mdb_env_sync(st->env, 1);
+    if (rc != 0) return store_fail(st, rc, "fsync");
+    return 0;
+}
+
+typedef struct digest_ctx {
+    XXH3_state_t *h;
+} digest_ctx;
+
+static int digest_cb(void *ctx, const vx_point_id *id, const vx_record *rec)
+{
+    digest_ctx *d = ctx;
+    uint16_t len = id->len;
+    XXH3_64bits_update(d->h, &len, sizeof len);
+    XXH3_64bits_update(d->h, id->b, id->len);
+    XXH3_64bits_update(d->h, &rec->version, 8);
+    XXH3_64bits_update(d->h, &rec->label, 8);
+    XXH3_64bits_update(d->h, &rec->dim, 4);
+    XXH3_64bits_update(d->h, rec->vector, (size_t)rec->dim * 4);
+    XXH3_64bits_update(d->h, &rec->payload_len, 4);
+    XXH3_64bits_update(d->h, rec->payload, rec->payload_len);
+    return 0;
+}
+
+int vx_store_digest(vx_store *st, uint64_t *digest, uint64_t *applied)
+{
+    vx_store_txn *t;
+    int rc = vx_store_rbegin(st, &t);
+    if (rc != 0) return rc;
+    uint64_t ap[2], nl;
+    rc = meta_get_u64(t->txn, st->meta, "applied", ap, 2);
+    if (rc == 0) rc = meta_get_u64(t->txn, st->meta, "next_label", &nl, 1);
+    if (rc != 0) {
+        vx_store_rend(t);
+        return store_err(st, map_mdb(rc), "digest meta: %s", mdb_strerror(rc));
+    }
+    digest_ctx d = {XXH3_createState()};
+    if (d.h == NULL) {
+        vx_store_rend(t);
+        return VX_ENOMEM;
+    }
+    XXH3_64bits_reset(d.h);
+    XXH3_64bits_update(d.h, &ap[0], 8);
+    XXH3_64bits_update(d.h, &nl, 8);
+    rc = vx_store_iterate(t, NULL, digest_cb, &d);
+    *digest = XXH3_64bits_digest(d.h);
+    *applied = ap[0];
+    XXH3_freeState(d.h);
+    vx_store_rend(t);
+    return rc;
+}

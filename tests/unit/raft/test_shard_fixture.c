@@ -1,0 +1,337 @@
+/*
+ * test_shard_fixture.c - three shard replicas in libraft's deterministic
+ * in-memory cluster (raft/fixture.h), under seeded random network
+ * partitions, server kills and revivals, while a client proposes upserts,
+ * deletes and payload updates to whoever leads.
+ *
+ * After each run the network heals and all replicas must reach the same
+ * applied index with identical store digests, and every acknowledged upsert
+ * of a point that no one ever tried to delete must be there, at a version
+ * no older than the acknowledged entry.  VX_SEED=<n> runs one seed;
+ * VX_FIXTURE_SEEDS=<count> sets how many seeds (default 200; VX_LONG=1 in
+ * the test command runs 2000).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "base/err.h"
+#include "base/workpool.h"
+#include "raft/shard_fsm.h"
+#include "shard/command.h"
+#include "testutil.h"
+
+#include <raft/fixture.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define NSERV 3
+#define DIM 8
+#define UNIVERSE 300
+#define NEVER_DELETED 200 /* ids below this are only ever upserted */
+#define STEPS 400
+
+typedef struct world {
+    struct raft_fixture f;
+    vx_workpool *pool;
+    vx_shard *sh[NSERV];
+    vx_shard_fsm fsm[NSERV];
+    char root[64];
+    vx_rng rng;
+    uint64_t acked_ver[UNIVERSE]; /* highest acknowledged upsert entry per id */
+    uint32_t acked, proposed, failed;
+    uint64_t max_acked_index;
+    bool final_acked; /* the marker entry proposed after healing committed */
+} world;
+
+typedef struct req_ctx {
+    world *w;
+    uint32_t n;
+    uint16_t ids[64];
+    bool upsert;
+    bool final;
+} req_ctx;
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+    req_ctx *c = req->data;
+    vx_fsm_result *res = result;
+    if (status == 0 && res != NULL) {
+        c->w->acked++;
+        if (c->final) c->w->final_acked = true;
+        if (res->index > c->w->max_acked_index) c->w->max_acked_index = res->index;
+        assert_int_equal(res->result.status, 0);
+        if (c->upsert)
+            for (uint32_t i = 0; i < c->n; i++)
+                if (c->w->acked_ver[c->ids[i]] < res->index) c->w->acked_ver[c->ids[i]] = res->index;
+    } else {
+        if (getenv("VX_DEBUG")) fprintf(stderr, "apply cb status %d (%s)\n", status, raft_strerror(status));
+        c->w->failed++;
+    }
+    free(res);
+    free(c);
+    free(req);
+}
+
+static void vec_for(uint32_t id, uint64_t salt, float *v)
+{
+    for (int d = 0; d < DIM; d++) v[d] = (float)((id * 31 + d * 7 + salt) % 97) / 97.0f;
+}
+
+static void propose(world *w, bool final)
+{
+    unsigned li = raft_fixture_leader_index(&w->f);
+    if (li >= NSERV) return;
+    struct raft *r = raft_fixture_get(&w->f, li);
+    req_ctx *c = calloc(1, sizeof(*c));
+    c->w = w;
+    c->final = final;
+    vx_cmd_buf b;
+    int kind = (int)vx_rng_below(&w->rng, 10);
+    c->n = 1 + (uint32_t)vx_rng_below(&w->rng, 20);
+    if (kind < 6) {
+        c->upsert = true;
+        vx_cmd_begin(&b, VX_CMD_UPSERT);
+        uint64_t salt = vx_rng_next(&w->rng);
+        for (uint32_t i = 0; i < c->n; i++) {
+            uint32_t id = (uint32_t)vx_rng_below(&w->rng, UNIVERSE);
+            c->ids[i] = (uint16_t)id;
+            vx_point_id pid;
+            vx_id_from_uint(&pid, id);
+            float v[DIM];
+            vec_for(id, salt, v);
+            char payload[64];
+            int pl = snprintf(payload, sizeof payload, "{\"salt\":%llu}",
+                              (unsigned long long)(salt % 1000));
+            vx_cmd_add_point(&b, &pid, v, DIM, payload, (uint32_t)pl);
+        }
+    } else if (kind < 8) {
+        vx_cmd_begin(&b, VX_CMD_DELETE_IDS);
+        for (uint32_t i = 0; i < c->n; i++) {
+            vx_point_id pid;
+            vx_id_from_uint(&pid, NEVER_DELETED + vx_rng_below(&w->rng, UNIVERSE - NEVER_DELETED));
+            vx_cmd_add_id(&b, &pid);
+        }
+    } else {
+        vx_cmd_begin(&b, VX_CMD_SET_PAYLOAD);
+        for (uint32_t i = 0; i < c->n; i++) {
+            vx_point_id pid;
+            vx_id_from_uint(&pid, vx_rng_below(&w->rng, UNIVERSE));
+            vx_cmd_add_id(&b, &pid);
+        }
+        vx_cmd_set_json(&b, "{\"tag\":\"x\"}", 11);
+    }
+    uint8_t *data;
+    size_t len;
+    assert_int_equal(vx_cmd_finish(&b, &data, &len), 0);
+    struct raft_apply *req = malloc(sizeof(*req));
+    req->data = c;
+    struct raft_buffer buf = {.base = data, .len = len};
+    int arc = raft_apply(r, req, &buf, 1, apply_cb);
+    if (arc != 0 && getenv("VX_DEBUG")) fprintf(stderr, "raft_apply: %s\n", raft_strerror(arc));
+    if (arc != 0) {
+        free(data);
+        free(req);
+        free(c);
+        w->failed++;
+        return;
+    }
+    w->proposed++;
+}
+
+static void world_open(world *w, uint64_t seed)
+{
+    memset(w, 0, sizeof(*w));
+    vx_rng_seed(&w->rng, seed);
+    snprintf(w->root, sizeof w->root, "/tmp/vx_fixture_XXXXXX");
+    assert_non_null(mkdtemp(w->root));
+    assert_int_equal(vx_workpool_new(1, &w->pool), 0);
+    assert_int_equal(raft_fixture_initialize(&w->f), 0);
+    for (unsigned i = 0; i < NSERV; i++) {
+        char dir[128], err[VX_SHARD_ERRMSG_LEN];
+        snprintf(dir, sizeof dir, "%s/r%u", w->root, i);
+        vx_shard_config cfg = {0};
+        vx_index_config_default(&cfg.index, DIM, VX_METRIC_L2);
+        cfg.index.ef_construction = 32;
+        int rc = vx_shard_open(dir, &cfg, w->pool, &w->sh[i], err);
+        if (rc) fprintf(stderr, "open: %s\n", err);
+        assert_int_equal(rc, 0);
+        vx_shard_fsm_init(&w->fsm[i], w->sh[i]);
+        assert_int_equal(raft_fixture_grow(&w->f, &w->fsm[i].fsm), 0);
+        w->fsm[i].raft = raft_fixture_get(&w->f, i);
+        raft_set_snapshot_threshold(w->fsm[i].raft, 1u << 30);
+    }
+    struct raft_configuration conf;
+    assert_int_equal(raft_fixture_configuration(&w->f, NSERV, &conf), 0);
+    assert_int_equal(raft_fixture_bootstrap(&w->f, &conf), 0);
+    raft_configuration_close(&conf);
+    assert_int_equal(raft_fixture_start(&w->f), 0);
+}
+
+static void world_close(world *w)
+{
+    raft_fixture_close(&w->f); /* fails pending requests through apply_cb */
+    for (unsigned i = 0; i < NSERV; i++) vx_shard_close(w->sh[i]);
+    vx_workpool_free(w->pool);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", w->root);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void chaos_step(world *w)
+{
+    uint64_t x = vx_rng_below(&w->rng, 100);
+    unsigned i = (unsigned)vx_rng_below(&w->rng, NSERV), j = (unsigned)vx_rng_below(&w->rng, NSERV);
+    if (x < 35) {
+        propose(w, false);
+    } else if (x < 39 && i != j) {
+        raft_fixture_disconnect(&w->f, i, j);
+        raft_fixture_disconnect(&w->f, j, i);
+    } else if (x < 45 && i != j) {
+        raft_fixture_reconnect(&w->f, i, j);
+        raft_fixture_reconnect(&w->f, j, i);
+    } else if (x < 47) {
+        if (raft_fixture_alive(&w->f, i)) raft_fixture_kill(&w->f, i);
+    } else if (x < 53) {
+        if (!raft_fixture_alive(&w->f, i)) raft_fixture_revive(&w->f, i);
+    }
+    unsigned steps = 1 + (unsigned)vx_rng_below(&w->rng, 8);
+    for (unsigned s = 0; s < steps; s++) raft_fixture_step(&w->f);
+}
+
+static void heal_and_check(world *w, uint64_t seed)
+{
+    for (unsigned i = 0; i < NSERV; i++) {
+        if (!raft_fixture_alive(&w->f, i)) raft_fixture_revive(&w->f, i);
+    }
+    /* kill/revive saturate links, chaos disconnects them: undo both */
+    for (unsigned i = 0; i < NSERV; i++)
+        for (unsigned j = 0; j < NSERV; j++)
+            if (i != j) {
+                raft_fixture_reconnect(&w->f, i, j);
+                raft_fixture_desaturate(&w->f, i, j);
+            }
+    assert_true(raft_fixture_step_until_has_leader(&w->f, 60000));
+    /* A marker entry proposed now must commit: then the leader has
+     * committed everything before it, and followers holding stale tails
+     * from old terms get them replaced. */
+    for (int tries = 0; tries < 30 && !w->final_acked; tries++) {
+        propose(w, true);
+        raft_fixture_step_until_elapsed(&w->f, 2000);
+    }
+    if (!w->final_acked) {
+        for (unsigned i = 0; i < NSERV; i++) {
+            struct raft *r = raft_fixture_get(&w->f, i);
+            fprintf(stderr, "seed %llu: no progress after healing: server %u state %d term %llu "
+                            "commit %llu last %llu: %s\n",
+                    (unsigned long long)seed, i, raft_state(r),
+                    (unsigned long long)r->current_term, (unsigned long long)r->commit_index,
+                    (unsigned long long)raft_last_index(r), raft_errmsg(r));
+        }
+        fail();
+    }
+    /* All replicas must reach the leader's last index.  More entries are
+     * proposed while waiting: libraft 0.15 can leave a follower that holds a
+     * stale tail from an old term with its commit index one behind until
+     * the next entry arrives (seed 4 shows it); new entries resolve it. */
+    bool converged = false;
+    for (int round = 0; round < 20 && !converged; round++) {
+        unsigned li = raft_fixture_leader_index(&w->f);
+        if (li < NSERV) {
+            raft_index last = raft_last_index(raft_fixture_get(&w->f, li));
+            converged = raft_fixture_step_until_applied(&w->f, NSERV, last, 3000);
+        }
+        if (!converged) {
+            w->final_acked = false;
+            propose(w, true);
+            raft_fixture_step_until_elapsed(&w->f, 1000);
+        }
+    }
+    if (!converged) {
+        for (unsigned i = 0; i < NSERV; i++) {
+            struct raft *r = raft_fixture_get(&w->f, i);
+            fprintf(stderr, "seed %llu: server %u state %d alive %d last_applied %llu commit %llu "
+                            "last %llu (proposed %u acked %u failed %u)\n",
+                    (unsigned long long)seed, i, raft_state(r), raft_fixture_alive(&w->f, i),
+                    (unsigned long long)r->last_applied, (unsigned long long)r->commit_index,
+                    (unsigned long long)raft_last_index(r), w->proposed, w->acked, w->failed);
+        }
+        fail();
+    }
+    uint64_t d0 = 0, a0 = 0;
+    for (unsigned i = 0; i < NSERV; i++) {
+        uint64_t d, a;
+        assert_int_equal(vx_shard_wait_indexed(w->sh[i], 10000), 0);
+        assert_int_equal(vx_shard_digest(w->sh[i], &d, &a), 0);
+        if (i == 0) {
+            d0 = d;
+            a0 = a;
+        } else if (d != d0 || a != a0) {
+            fprintf(stderr, "seed %llu: replica %u digest %016llx@%llu != %016llx@%llu\n",
+                    (unsigned long long)seed, i, (unsigned long long)d, (unsigned long long)a,
+                    (unsigned long long)d0, (unsigned long long)a0);
+            fail();
+        }
+    }
+    assert_true(a0 >= w->max_acked_index);
+    /* acknowledged upserts of never-deleted ids are present and current */
+    for (uint32_t id = 0; id < NEVER_DELETED; id++) {
+        if (w->acked_ver[id] == 0) continue;
+        vx_point_id pid;
+        vx_id_from_uint(&pid, id);
+        for (unsigned i = 0; i < NSERV; i++) {
+            uint64_t ver;
+            float v[DIM];
+            int rc = vx_shard_get(w->sh[i], &pid, v, NULL, &ver);
+            if (rc != 0 || ver < w->acked_ver[id])
+                fprintf(stderr, "seed %llu: id %u lost on replica %u (rc %d ver %llu < %llu)\n",
+                        (unsigned long long)seed, id, i, rc, (unsigned long long)ver,
+                        (unsigned long long)w->acked_ver[id]);
+            assert_int_equal(rc, 0);
+            assert_true(ver >= w->acked_ver[id]);
+            /* and it is searchable: its own vector finds it at distance 0 */
+            vx_shard_hit hit[3];
+            uint32_t n;
+            vx_search_params p = {.exact = true};
+            assert_int_equal(vx_shard_search(w->sh[i], v, 3, &p, hit, &n), 0);
+            assert_true(n >= 1 && hit[0].distance == 0.0f);
+        }
+    }
+}
+
+static void test_random_faults(void **state)
+{
+    const char *one = getenv("VX_SEED");
+    const char *cnt = getenv("VX_FIXTURE_SEEDS");
+    uint64_t first = one ? strtoull(one, NULL, 10) : 1;
+    unsigned nseeds = one ? 1 : (cnt ? (unsigned)atoi(cnt) : 200);
+    uint64_t total_acked = 0, total_failed = 0;
+    for (unsigned s = 0; s < nseeds; s++) {
+        uint64_t seed = first + s;
+        world *w = calloc(1, sizeof(*w));
+        world_open(w, seed);
+        for (int i = 0; i < STEPS; i++) chaos_step(w);
+        heal_and_check(w, seed);
+        total_acked += w->acked;
+        total_failed += w->failed;
+        world_close(w);
+        free(w);
+    }
+    fprintf(stderr, "fixture: %u seeds from %llu (rerun one with VX_SEED=<n>): %llu entries "
+                    "acknowledged, %llu failed or not acknowledged\n",
+            nseeds, (unsigned long long)first, (unsigned long long)total_acked,
+            (unsigned long long)total_failed);
+    assert_true(total_acked > nseeds * 5);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_random_faults),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
