@@ -71,7 +71,6 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     } else {
         r->failed++;
     }
-    free(result);
     free(c);
     free(req);
     submit(r);

@@ -589,6 +589,7 @@ static void node_maybe_closed(vx_node *n)
 static void group_close_cb(struct raft *r)
 {
     vx_group *g = (vx_group *)((char *)r - offsetof(vx_group, raft));
+    raft_uv_close(&g->io); /* libraft's uv backend frees its state only here */
     g->closed = true;
     g->node->open_groups--;
     node_maybe_closed(g->node);

@@ -15,16 +15,11 @@
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
 {
     vx_shard_fsm *f = fsm->data;
-    vx_fsm_result *res = malloc(sizeof(*res));
-    if (res == NULL) return RAFT_NOMEM;
-    res->index = f->raft->last_applied + 1;
-    int rc = vx_shard_apply(f->shard, res->index, f->raft->current_term, buf->base, buf->len,
-                            &res->result);
-    if (rc != 0) {
-        free(res);
-        return RAFT_IOERR; /* fail-stop: the shard refuses everything from now on */
-    }
-    *result = res;
+    uint64_t index = f->raft->last_applied + 1;
+    vx_apply_result res;
+    int rc = vx_shard_apply(f->shard, index, f->raft->current_term, buf->base, buf->len, &res);
+    if (rc != 0) return RAFT_IOERR; /* fail-stop: the shard refuses everything from now on */
+    *result = (void *)(uintptr_t)((index << 8) | (uint8_t)(int8_t)res.status);
     return 0;
 }
 

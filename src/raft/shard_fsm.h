@@ -16,8 +16,10 @@
  * is behind a leader's descriptor needs the leader's LMDB copy streamed
  * separately (not built yet): restore() refuses it with RAFT_IOERR.
  *
- * The apply result handed to raft_apply's callback is a vx_fsm_result
- * (malloc'd; the callback frees it).
+ * The apply result handed to raft_apply's callback is not memory: libraft
+ * drops results on followers (and for entries no request waits for), so an
+ * allocated result would leak.  The entry's index and the shard's status are
+ * packed into the pointer value; decode it with vx_fsm_result_decode().
  */
 #ifndef VX_RAFT_SHARD_FSM_H
 #define VX_RAFT_SHARD_FSM_H
@@ -27,9 +29,17 @@
 #include <raft.h>
 
 typedef struct vx_fsm_result {
-    uint64_t index;         /* Raft index of the entry */
-    vx_apply_result result; /* what the shard did with it */
+    uint64_t index; /* Raft index of the entry (56 bits) */
+    int status;     /* 0, or why the shard applied it as a no-op (VX_E*) */
 } vx_fsm_result;
+
+/* Decode the `result` argument of a raft_apply callback (status 0). */
+static inline vx_fsm_result vx_fsm_result_decode(const void *result)
+{
+    uint64_t v = (uint64_t)(uintptr_t)result;
+    vx_fsm_result r = {v >> 8, (int)(int8_t)(v & 0xff)};
+    return r;
+}
 
 typedef struct vx_shard_fsm {
     struct raft_fsm fsm;

@@ -81,7 +81,6 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
         fflush(stdout);
         w->next += c->count;
     }
-    free(result);
     free(c);
     free(req);
 }

@@ -59,7 +59,6 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
 {
     req_ctx *rc = req->data;
     if (status == 0) rc->c->acked[rc->g]++;
-    free(result);
     free(rc);
     free(req);
 }

@@ -59,12 +59,12 @@ typedef struct req_ctx {
 static void apply_cb(struct raft_apply *req, int status, void *result)
 {
     req_ctx *c = req->data;
-    vx_fsm_result *res = result;
-    if (status == 0 && res != NULL) {
+    if (status == 0) {
+        vx_fsm_result r = vx_fsm_result_decode(result), *res = &r;
         c->w->acked++;
         if (c->final) c->w->final_acked = true;
         if (res->index > c->w->max_acked_index) c->w->max_acked_index = res->index;
-        assert_int_equal(res->result.status, 0);
+        assert_int_equal(res->status, 0);
         if (c->upsert)
             for (uint32_t i = 0; i < c->n; i++)
                 if (c->w->acked_ver[c->ids[i]] < res->index) c->w->acked_ver[c->ids[i]] = res->index;
@@ -72,7 +72,6 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
         if (getenv("VX_DEBUG")) fprintf(stderr, "apply cb status %d (%s)\n", status, raft_strerror(status));
         c->w->failed++;
     }
-    free(res);
     free(c);
     free(req);
 }
