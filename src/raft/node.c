@@ -526,11 +526,10 @@ int vx_group_remove(vx_group *g, raft_id id, vx_group_done_cb cb, void *data)
 
 static void transfer_cb(struct raft_transfer *req)
 {
+    /* Done when this node no longer leads (the target may not be known as
+     * leader here yet); still leading means the transfer failed. */
     change_op *op = req->data;
-    raft_id leader;
-    const char *addr;
-    raft_leader(&op->g->raft, &leader, &addr);
-    change_done(op, op->id == 0 || leader == op->id ? 0 : VX_ESTATE);
+    change_done(op, raft_state(&op->g->raft) == RAFT_LEADER ? VX_ESTATE : 0);
 }
 
 int vx_group_transfer(vx_group *g, raft_id id, vx_group_done_cb cb, void *data)

@@ -70,7 +70,9 @@ int vx_group_add_learner(vx_group *g, raft_id id, const char *address, vx_group_
 /* Make `id` a voter; libraft first lets it catch up with the log. */
 int vx_group_promote(vx_group *g, raft_id id, vx_group_done_cb cb, void *data);
 int vx_group_remove(vx_group *g, raft_id id, vx_group_done_cb cb, void *data);
-/* Hand leadership to `id` (0: the most up-to-date voter). */
+/* Hand leadership to `id` (0: the most up-to-date voter).  Status 0 once this
+ * node has stepped down; VX_ESTATE when it still leads (the target did not
+ * win in time): the caller checks the new leader and retries. */
 int vx_group_transfer(vx_group *g, raft_id id, vx_group_done_cb cb, void *data);
 /* Linearizable read point: cb fires once every entry committed before the
  * call is applied on this leader. */
