@@ -495,19 +495,49 @@ static change_op *change_new(vx_group *g, raft_id id, vx_group_done_cb cb, void 
     return op;
 }
 
+/* The role of `id` in the configuration this node knows, or -1. */
+static int member_role(vx_group *g, raft_id id)
+{
+    const struct raft_configuration *c = &g->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->servers[i].id == id) return c->servers[i].role;
+    return -1;
+}
+
+/* Membership steps are idempotent, so a caller that lost track of a step
+ * (leader change, crash) simply repeats it: a step already in effect
+ * completes at once, through cb, before the call returns. */
 int vx_group_add_learner(vx_group *g, raft_id id, const char *address, vx_group_done_cb cb,
                          void *data)
 {
+    if (raft_state(&g->raft) != RAFT_LEADER) return VX_ESTATE;
+    int role = member_role(g, id);
+    if (role == RAFT_STANDBY || role == RAFT_VOTER) {
+        cb(data, 0);
+        return 0;
+    }
     change_op *op = change_new(g, id, cb, data);
     if (op == NULL) return VX_ENOMEM;
-    op->then_standby = true;
-    int rv = raft_add(&g->raft, &op->req.change, id, address, add_cb);
+    int rv;
+    if (role == RAFT_SPARE) { /* added earlier, never made a learner */
+        rv = raft_assign(&g->raft, &op->req.change, id, RAFT_STANDBY, assign_cb);
+    } else {
+        op->then_standby = true;
+        rv = raft_add(&g->raft, &op->req.change, id, address, add_cb);
+    }
     if (rv != 0) free(op);
     return map_raft(rv);
 }
 
 int vx_group_promote(vx_group *g, raft_id id, vx_group_done_cb cb, void *data)
 {
+    if (raft_state(&g->raft) != RAFT_LEADER) return VX_ESTATE;
+    int role = member_role(g, id);
+    if (role < 0) return VX_ENOTFOUND;
+    if (role == RAFT_VOTER) {
+        cb(data, 0);
+        return 0;
+    }
     change_op *op = change_new(g, id, cb, data);
     if (op == NULL) return VX_ENOMEM;
     int rv = raft_assign(&g->raft, &op->req.change, id, RAFT_VOTER, assign_cb);
@@ -517,6 +547,11 @@ int vx_group_promote(vx_group *g, raft_id id, vx_group_done_cb cb, void *data)
 
 int vx_group_remove(vx_group *g, raft_id id, vx_group_done_cb cb, void *data)
 {
+    if (raft_state(&g->raft) != RAFT_LEADER) return VX_ESTATE;
+    if (member_role(g, id) < 0) {
+        cb(data, 0);
+        return 0;
+    }
     change_op *op = change_new(g, id, cb, data);
     if (op == NULL) return VX_ENOMEM;
     int rv = raft_remove(&g->raft, &op->req.change, id, assign_cb);

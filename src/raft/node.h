@@ -60,7 +60,10 @@ struct raft *vx_group_raft(vx_group *g);
  * Each runs on the group's leader (VX_ESTATE elsewhere: the caller redirects
  * to the leader) and completes through cb(data, status), status 0 or a
  * VX_E* code, on the loop thread.  One change at a time per group
- * (VX_ESTATE while one is in flight, as libraft allows). */
+ * (VX_ESTATE while one is in flight, as libraft allows).  The steps are
+ * idempotent: repeating one that is already in effect completes at once
+ * (cb runs before the call returns), so a shard move resumes after any
+ * leader change or crash by repeating its current step. */
 typedef void (*vx_group_done_cb)(void *data, int status);
 /* Add `id` at `address` as a learner (RAFT_STANDBY: replicates, never votes).
  * The node must host the group already, created and started without

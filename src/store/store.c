@@ -104,7 +104,7 @@ int vx_store_open(const char *dir, const vx_store_options *opt, vx_store **out, 
     st->sync_each_commit = opt->sync_each_commit;
     /* The map is address space, not memory: 1 TiB by default.  Where the
      * address space is limited (ulimit -v, sanitizers), halve it down to
-     * 1 GiB rather than fail. */
+     * 64 MiB rather than fail (a store that outgrows it reports VX_EFULL). */
     size_t map = opt->map_size ? opt->map_size : (size_t)1 << 40;
     unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (opt->sync_each_commit ? 0 : MDB_NOMETASYNC);
     int rc;
@@ -113,7 +113,7 @@ int vx_store_open(const char *dir, const vx_store_options *opt, vx_store **out, 
         if (rc == 0) rc = mdb_env_set_maxdbs(st->env, 4);
         if (rc == 0) rc = mdb_env_set_mapsize(st->env, map);
         if (rc == 0) rc = mdb_env_open(st->env, dir, flags, 0644);
-        if (rc != ENOMEM || opt->map_size || map <= ((size_t)1 << 30)) break;
+        if (rc != ENOMEM || opt->map_size || map <= ((size_t)64 << 20)) break;
         mdb_env_close(st->env);
         st->env = NULL;
         map /= 2;

@@ -148,41 +148,68 @@ static void op_done(void *data, int status)
 static int g_ops_target;
 static bool ops_finished(cluster *c) { return c->ops_done + c->ops_failed >= g_ops_target; }
 
-/* Run one membership step on every group's leader and wait for all. */
+/* Run one membership step on every group's leader and wait for it; a step
+ * that fails (the leader changed under it) is repeated on the new leader, as
+ * the placement driver does -- the steps are idempotent. */
+typedef struct step_ctx {
+    cluster *c;
+    int status; /* 1 = pending */
+} step_ctx;
+
+static void step_done(void *data, int status) { ((step_ctx *)data)->status = status; }
+
 static void each_group(cluster *c, const char *what,
-                       int (*step)(cluster *c, int g, int leader))
+                       int (*step)(cluster *c, int g, int leader, step_ctx *s))
 {
-    c->ops_done = c->ops_failed = 0;
-    g_ops_target = GROUPS;
-    for (int g = 0; g < GROUPS; g++) {
-        int l = leader_of(c, g);
-        assert_true(l >= 0);
-        int rc = step(c, g, l);
-        if (rc != 0) {
-            fprintf(stderr, "%s on group %d: %s\n", what, g, vx_strerror(rc));
-            c->ops_failed++;
+    step_ctx s[GROUPS];
+    bool done[GROUPS] = {0};
+    for (int attempt = 0; attempt < 10; attempt++) {
+        for (int g = 0; g < GROUPS; g++) {
+            if (done[g]) continue;
+            s[g] = (step_ctx){c, 1};
+            int l = -1;
+            double end = vx_test_now() + 10;
+            while ((l = leader_of(c, g)) < 0 && vx_test_now() < end) uv_run(&c->loop, UV_RUN_ONCE);
+            int rc = l >= 0 ? step(c, g, l, &s[g]) : VX_ESTATE;
+            if (rc != 0) s[g].status = rc; /* refused: retried in the next round */
+        }
+        double end = vx_test_now() + 20;
+        for (;;) {
+            int left = 0;
+            for (int g = 0; g < GROUPS; g++)
+                if (!done[g] && s[g].status == 1) left++;
+            if (left == 0 || vx_test_now() > end) break;
+            uv_run(&c->loop, UV_RUN_ONCE);
+        }
+        int ok = 0;
+        for (int g = 0; g < GROUPS; g++) {
+            if (!done[g] && s[g].status == 0) done[g] = true;
+            ok += done[g];
+        }
+        if (ok == GROUPS) {
+            if (attempt) fprintf(stderr, "%s: done after %d retries\n", what, attempt);
+            return;
         }
     }
-    assert_true(run_until(c, ops_finished, 30000));
-    if (c->ops_failed) fprintf(stderr, "%s: %d of %d failed\n", what, c->ops_failed, GROUPS);
-    assert_int_equal(c->ops_failed, 0);
+    fprintf(stderr, "%s: did not complete on every group\n", what);
+    fail();
 }
 
-static int step_add_learner(cluster *c, int g, int l)
+static int step_add_learner(cluster *c, int g, int l, step_ctx *s)
 {
-    return vx_group_add_learner(c->grp[l][g], 4, c->addr[3], op_done, c);
+    return vx_group_add_learner(c->grp[l][g], 4, c->addr[3], step_done, s);
 }
-static int step_promote(cluster *c, int g, int l)
+static int step_promote(cluster *c, int g, int l, step_ctx *s)
 {
-    return vx_group_promote(c->grp[l][g], 4, op_done, c);
+    return vx_group_promote(c->grp[l][g], 4, step_done, s);
 }
-static int step_barrier(cluster *c, int g, int l)
+static int step_barrier(cluster *c, int g, int l, step_ctx *s)
 {
-    return vx_group_barrier(c->grp[l][g], op_done, c);
+    return vx_group_barrier(c->grp[l][g], step_done, s);
 }
-static int step_remove(cluster *c, int g, int l)
+static int step_remove(cluster *c, int g, int l, step_ctx *s)
 {
-    return vx_group_remove(c->grp[l][g], 1, op_done, c);
+    return vx_group_remove(c->grp[l][g], 1, step_done, s);
 }
 
 static bool node4_leads_all(cluster *c)
@@ -203,7 +230,7 @@ static void open_groups(cluster *c, int n, raft_id id, bool bootstrap, const raf
         vx_index_config_default(&cfg.index, DIM, VX_METRIC_L2);
         assert_int_equal(vx_shard_open(dir, &cfg, c->pool, &c->sh[n][g], serr), 0);
         vx_shard_fsm_init(&c->fsm[n][g], c->sh[n][g]);
-        vx_group_options opt = {.election_timeout_ms = 500, .heartbeat_timeout_ms = 50};
+        vx_group_options opt = {.election_timeout_ms = 1000, .heartbeat_timeout_ms = 100};
         assert_int_equal(vx_group_new(c->node[n], (uint64_t)g + 100, id, &c->fsm[n][g].fsm, &opt,
                                       &c->grp[n][g], err),
                          0);
