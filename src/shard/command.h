@@ -10,6 +10,8 @@
  *   SET_PAYLOAD     count x { id }, bytes json-object   (merge top-level keys)
  *   OVERWRITE_PAYLOAD count x { id }, bytes json-object (replace)
  *   DELETE_PAYLOAD_KEYS count x { id }, u32 nkeys, nkeys x bytes key
+ *   DELETE_FILTER   (count 0) bytes filter-json (shard/filter.h); every point
+ *                   the filter matches at apply time is deleted
  *   where id = u16 len + canonical bytes (base/pointid.h), bytes = u32 len + data,
  *   then 0..7 zero bytes so the length is a multiple of 8 (libraft's uv
  *   backend requires 8-byte-multiple entry buffers: it pads entries on the
@@ -40,6 +42,7 @@ typedef enum {
     VX_CMD_SET_PAYLOAD = 3,
     VX_CMD_OVERWRITE_PAYLOAD = 4,
     VX_CMD_DELETE_PAYLOAD_KEYS = 5,
+    VX_CMD_DELETE_FILTER = 6,
 } vx_cmd_type;
 
 /* ---- building ------------------------------------------------------------------ */
@@ -57,7 +60,7 @@ void vx_cmd_begin(vx_cmd_buf *b, vx_cmd_type type);
 void vx_cmd_add_point(vx_cmd_buf *b, const vx_point_id *id, const float *vec, uint32_t dim,
                       const char *payload, uint32_t payload_len);
 void vx_cmd_add_id(vx_cmd_buf *b, const vx_point_id *id);
-/* After the ids of SET/OVERWRITE_PAYLOAD. */
+/* After the ids of SET/OVERWRITE_PAYLOAD; the filter of DELETE_FILTER. */
 void vx_cmd_set_json(vx_cmd_buf *b, const char *json, uint32_t len);
 /* After the ids of DELETE_PAYLOAD_KEYS. */
 void vx_cmd_set_keys(vx_cmd_buf *b, const char *const *keys, const uint32_t *lens, uint32_t n);
@@ -88,7 +91,8 @@ int vx_cmd_open(vx_cmd_reader *r, const void *data, size_t len);
 int vx_cmd_next_point(vx_cmd_reader *r, vx_cmd_point *pt);
 /* The id-list commands: next id, VX_ENOTFOUND at the end of the list. */
 int vx_cmd_next_id(vx_cmd_reader *r, vx_point_id *id);
-/* After all ids: the JSON of SET/OVERWRITE_PAYLOAD. */
+/* After all ids: the JSON of SET/OVERWRITE_PAYLOAD, the filter of
+ * DELETE_FILTER. */
 int vx_cmd_json(vx_cmd_reader *r, const char **json, uint32_t *len);
 /* After all ids: the key list of DELETE_PAYLOAD_KEYS; key i via vx_cmd_key. */
 int vx_cmd_keys(vx_cmd_reader *r, uint32_t *n);

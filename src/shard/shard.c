@@ -6,6 +6,7 @@
 #include "base/err.h"
 #include "index/distance.h"
 #include "shard/command.h"
+#include "shard/filter.h"
 #include "store/store.h"
 
 #include <cjson/cJSON.h>
@@ -387,6 +388,28 @@ static int payload_delete_keys(const char *old, uint32_t old_len, vx_cmd_reader 
     return *out ? 0 : VX_ENOMEM;
 }
 
+/* Points of the store a filter matches, collected in key order. */
+typedef struct match_ctx {
+    const vx_filter_expr *f;
+    vx_point_id *ids;
+    size_t n, cap;
+} match_ctx;
+
+static int match_cb(void *ctx, const vx_point_id *id, const vx_record *rec)
+{
+    match_ctx *m = ctx;
+    if (!vx_filter_eval_text(m->f, id, rec->payload, rec->payload_len)) return 0;
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        vx_point_id *ids = realloc(m->ids, cap * sizeof(vx_point_id));
+        if (ids == NULL) return VX_ENOMEM;
+        m->ids = ids;
+        m->cap = cap;
+    }
+    m->ids[m->n++] = *id;
+    return 0;
+}
+
 /* Apply the command's store changes inside txn; collect index changes. */
 static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void *cmd,
                      size_t len, vx_apply_result *res, index_op **ops, size_t *nops)
@@ -431,6 +454,34 @@ static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void
         return rc == VX_ENOTFOUND ? 0 : rc;
     }
     vx_point_id id;
+    if (r.type == VX_CMD_DELETE_FILTER) {
+        const char *json;
+        uint32_t jlen;
+        rc = vx_cmd_json(&r, &json, &jlen);
+        if (rc != 0) return rc;
+        vx_filter_expr *f;
+        char ferr[VX_FILTER_ERRMSG_LEN];
+        rc = vx_filter_compile_text(json, jlen, &f, ferr);
+        if (rc != 0) return rc == VX_ENOMEM ? rc : VX_EINVAL;
+        match_ctx mc = {.f = f};
+        rc = vx_store_iterate(txn, NULL, match_cb, &mc);
+        vx_filter_free(f);
+        if (rc == 0 && mc.n > 0) {
+            index_op *grown = realloc(*ops, mc.n * sizeof(index_op));
+            if (grown == NULL) rc = VX_ENOMEM;
+            else *ops = grown;
+        }
+        for (size_t i = 0; rc == 0 && i < mc.n; i++) {
+            uint64_t label;
+            rc = vx_store_del(txn, &mc.ids[i], &label);
+            if (rc == 0) {
+                (*ops)[(*nops)++] = (index_op){index, label, OP_DEL, NULL};
+                res->written++;
+            }
+        }
+        free(mc.ids);
+        return rc;
+    }
     if (r.type == VX_CMD_DELETE_IDS) {
         while ((rc = vx_cmd_next_id(&r, &id)) == 0) {
             uint64_t label;
@@ -582,11 +633,39 @@ static int hit_cmp(const void *a, const void *b)
     return (x->label > y->label) - (x->label < y->label);
 }
 
+typedef struct label_filter {
+    vx_store_txn *txn;
+    const vx_filter_expr *f;
+} label_filter;
+
+/* The index's predicate: look the point up by label, test its payload. */
+static bool label_matches(void *ctx, uint64_t label)
+{
+    label_filter *lf = ctx;
+    vx_point_id id;
+    vx_record rec;
+    if (vx_store_get_by_label(lf->txn, label, &id, &rec) != 0) return false;
+    return vx_filter_eval_text(lf->f, &id, rec.payload, rec.payload_len);
+}
+
 int vx_shard_search(vx_shard *sh, const float *query, uint32_t k, const vx_search_params *params,
                     vx_shard_hit *out, uint32_t *n_out)
 {
+    return vx_shard_search_filtered(sh, query, k, params, NULL, out, n_out);
+}
+
+int vx_shard_search_filtered(vx_shard *sh, const float *query, uint32_t k,
+                             const vx_search_params *params, const vx_filter_expr *flt,
+                             vx_shard_hit *out, uint32_t *n_out)
+{
     *n_out = 0;
     if (k == 0) return 0;
+    /* One read transaction serves the filter and the label -> id lookups. */
+    vx_store_txn *txn;
+    int trc = vx_store_rbegin(sh->store, &txn);
+    if (trc != 0) return trc;
+    label_filter lf = {txn, flt};
+    vx_filter idx_filter = {.match = label_matches, .ctx = &lf, .selectivity = -1.0};
     const vx_index_config *ic = &sh->cfg.index;
     float *q = malloc((size_t)sh->dim * 4);
     if (q == NULL) return VX_ENOMEM;
@@ -609,6 +688,7 @@ int vx_shard_search(vx_shard *sh, const float *query, uint32_t k, const vx_searc
         free(pend);
         free(cand);
         free(q);
+        vx_store_rend(txn);
         return VX_ENOMEM;
     }
     for (size_t i = 0; i < np; i++) {
@@ -620,6 +700,7 @@ int vx_shard_search(vx_shard *sh, const float *query, uint32_t k, const vx_searc
     for (size_t i = 0; i < np; i++) {
         if (i + 1 < np && pend[i + 1].label == pend[i].label) continue;
         if (pend[i].op != OP_ADD) continue;
+        if (flt != NULL && !label_matches(&lf, pend[i].label)) continue;
         float d = ic->metric == VX_METRIC_L2 ? vx_kern.l2sq_f32(q, pend[i].vec, sh->dim)
                                              : -vx_kern.dot_f32(q, pend[i].vec, sh->dim);
         cand[nc++] = (vx_hit){pend[i].label, d};
@@ -629,7 +710,8 @@ int vx_shard_search(vx_shard *sh, const float *query, uint32_t k, const vx_searc
     uint32_t kk = k + (uint32_t)(np < 100000 ? np : 100000);
     vx_hit *ih = malloc(kk * sizeof(vx_hit));
     uint32_t ni = 0;
-    int rc = ih ? vx_index_search(sh->index, q, kk, params, NULL, ih, &ni) : VX_ENOMEM;
+    int rc = ih ? vx_index_search(sh->index, q, kk, params, flt ? &idx_filter : NULL, ih, &ni)
+                : VX_ENOMEM;
     if (rc == 0) {
         cand = realloc(cand, (nc + ni) * sizeof(vx_hit) + sizeof(vx_hit));
         for (uint32_t i = 0; i < ni; i++)
@@ -641,11 +723,10 @@ int vx_shard_search(vx_shard *sh, const float *query, uint32_t k, const vx_searc
     free(q);
     if (rc != 0) {
         free(cand);
+        vx_store_rend(txn);
         return rc;
     }
     /* labels -> ids; a point deleted meanwhile is skipped */
-    vx_store_txn *txn;
-    rc = vx_store_rbegin(sh->store, &txn);
     uint32_t n = 0;
     for (size_t i = 0; rc == 0 && i < nc && n < k; i++) {
         vx_record rec;
@@ -659,7 +740,7 @@ int vx_shard_search(vx_shard *sh, const float *query, uint32_t k, const vx_searc
         out[n].version = rec.version;
         n++;
     }
-    if (txn) vx_store_rend(txn);
+    vx_store_rend(txn);
     free(cand);
     *n_out = n;
     return rc;

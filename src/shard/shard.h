@@ -73,6 +73,13 @@ typedef struct vx_shard_hit {
 /* k nearest applied points (index + queued changes). */
 int vx_shard_search(vx_shard *sh, const float *query, uint32_t k, const vx_search_params *params,
                     vx_shard_hit *out, uint32_t *n_out);
+/* The same among the points whose id and payload satisfy `flt` (shard/filter.h;
+ * NULL = all).  The payload is read from the store per candidate, so a
+ * selective filter makes the index choose its exact scan. */
+struct vx_filter_expr;
+int vx_shard_search_filtered(vx_shard *sh, const float *query, uint32_t k,
+                             const vx_search_params *params, const struct vx_filter_expr *flt,
+                             vx_shard_hit *out, uint32_t *n_out);
 
 /* Copy of one point: vector (dim floats) and payload (malloc'd, NUL-ended). */
 int vx_shard_get(vx_shard *sh, const vx_point_id *id, float *vec, char **payload,

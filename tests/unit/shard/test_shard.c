@@ -29,6 +29,7 @@
 #include "base/workpool.h"
 #include "index/index.h"
 #include "shard/command.h"
+#include "shard/filter.h"
 #include "shard/shard.h"
 #include "testutil.h"
 
@@ -507,6 +508,71 @@ static void env_free(env *e)
 }
 
 /* ---- tests ----------------------------------------------------------------------------------- */
+
+static uint8_t *cmd_delete_filter(const char *json, size_t *len)
+{
+    vx_cmd_buf b;
+    vx_cmd_begin(&b, VX_CMD_DELETE_FILTER);
+    vx_cmd_set_json(&b, json, (uint32_t)strlen(json));
+    uint8_t *data;
+    assert_int_equal(vx_cmd_finish(&b, &data, len), 0);
+    return data;
+}
+
+/* Filtered search hits all satisfy the filter; the nearest matching point
+ * of a matching query point is itself. */
+static void check_filtered(vx_shard *sh, model *m, const vx_filter_expr *f, uint32_t below)
+{
+    vx_shard_hit hits[10];
+    for (uint32_t i = 0; i < m->cap; i += 37) {
+        if (!m->alive[i]) continue;
+        uint32_t n;
+        assert_int_equal(vx_shard_search_filtered(sh, vec_of(m, i), 10, &k_params, f, hits, &n), 0);
+        assert_true(n > 0);
+        for (uint32_t h = 0; h < n; h++) assert_true(num_of(&hits[h].id) < below);
+        if (i < below) assert_int_equal(num_of(&hits[0].id), i);
+    }
+}
+
+static void test_filters(void **state)
+{
+    env e;
+    env_init(&e, 400, 13);
+    vx_shard *sh = open_shard(e.dir, e.pool);
+    gate g;
+    gate_close(&g, e.pool); /* everything stays queued: the pending path */
+    apply_upsert(sh, &e.m, &e.rng, 1, 0, 400);
+    vx_filter_expr *f;
+    char err[VX_FILTER_ERRMSG_LEN];
+    const char *lt100 = "{\"must\":[{\"key\":\"i\",\"range\":{\"lt\":100}}]}";
+    assert_int_equal(vx_filter_compile_text(lt100, strlen(lt100), &f, err), 0);
+    check_filtered(sh, &e.m, f, 100);
+
+    /* delete by filter, applied while the upserts are still queued */
+    size_t len;
+    uint8_t *c = cmd_delete_filter("{\"must\":[{\"key\":\"i\",\"range\":{\"gte\":300}}]}", &len);
+    vx_apply_result res = apply(sh, 2, c, len);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(res.written, 100);
+    for (uint32_t i = 300; i < 400; i++) e.m.alive[i] = false;
+    assert_true(vx_shard_count(sh) == 300);
+    for (uint32_t i = 300; i < 400; i += 11) expect_gone(sh, i);
+    expect_no_dead(sh, &e.m, vec_of(&e.m, 350));
+
+    /* a filter that does not compile is a no-op with a status */
+    c = cmd_delete_filter("{\"must\":[{\"key\":\"\"}]}", &len);
+    res = apply(sh, 3, c, len);
+    assert_int_equal(res.status, VX_EINVAL);
+    assert_true(vx_shard_count(sh) == 300);
+
+    gate_open(&g);
+    wait_indexed(sh);
+    check_filtered(sh, &e.m, f, 100); /* the same through the index */
+    expect_no_dead(sh, &e.m, vec_of(&e.m, 350));
+    vx_filter_free(f);
+    close_shard(sh, e.pool);
+    env_free(&e);
+}
 
 static void test_search_before_indexing(void **state)
 {
@@ -1390,6 +1456,7 @@ int main(void)
         cmocka_unit_test(test_backlog),
         cmocka_unit_test(test_cosine),
         cmocka_unit_test(test_close_while_indexing),
+        cmocka_unit_test(test_filters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
