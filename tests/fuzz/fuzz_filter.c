@@ -42,7 +42,17 @@ static void check_eval(const vx_filter_expr *f, const vx_point_id *id, const cha
                        size_t len)
 {
     bool from_text = vx_filter_eval_text(f, id, payload, len);
-    cJSON *p = len ? cJSON_ParseWithLength(payload, len) : NULL;
+    /* eval_text reads exactly one JSON value; trailing text (but whitespace)
+     * makes the payload invalid, i.e. {} -- the oracle parses the same way */
+    const char *end = NULL;
+    cJSON *p = len ? cJSON_ParseWithLengthOpts(payload, len, &end, 0) : NULL;
+    for (const char *q = end; p != NULL && q != NULL && q < payload + len; q++) {
+        if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r' && *q != '\0') {
+            cJSON_Delete(p);
+            p = NULL;
+            break;
+        }
+    }
     if (len == 0 || p != NULL) {
         bool parsed = vx_filter_eval(f, id, p);
         if (parsed != from_text) {
