@@ -388,25 +388,31 @@ static int payload_delete_keys(const char *old, uint32_t old_len, vx_cmd_reader 
     return *out ? 0 : VX_ENOMEM;
 }
 
-/* Points of the store a filter matches, collected in key order. */
+/* Points of the store a filter matches, collected in key order as their
+ * canonical bytes ([u16 len][bytes]...): ~12 bytes for an integer id. */
 typedef struct match_ctx {
     const vx_filter_expr *f;
-    vx_point_id *ids;
-    size_t n, cap;
+    uint8_t *buf;
+    size_t len, cap, n;
 } match_ctx;
 
 static int match_cb(void *ctx, const vx_point_id *id, const vx_record *rec)
 {
     match_ctx *m = ctx;
     if (!vx_filter_eval_text(m->f, id, rec->payload, rec->payload_len)) return 0;
-    if (m->n == m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 64;
-        vx_point_id *ids = realloc(m->ids, cap * sizeof(vx_point_id));
-        if (ids == NULL) return VX_ENOMEM;
-        m->ids = ids;
+    size_t need = 2 + id->len;
+    if (m->len + need > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 4096;
+        while (cap < m->len + need) cap *= 2;
+        uint8_t *b = realloc(m->buf, cap);
+        if (b == NULL) return VX_ENOMEM;
+        m->buf = b;
         m->cap = cap;
     }
-    m->ids[m->n++] = *id;
+    memcpy(m->buf + m->len, &id->len, 2);
+    memcpy(m->buf + m->len + 2, id->b, id->len);
+    m->len += need;
+    m->n++;
     return 0;
 }
 
@@ -471,15 +477,20 @@ static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void
             if (grown == NULL) rc = VX_ENOMEM;
             else *ops = grown;
         }
-        for (size_t i = 0; rc == 0 && i < mc.n; i++) {
+        for (size_t off = 0; rc == 0 && off < mc.len;) {
+            uint16_t n;
+            memcpy(&n, mc.buf + off, 2);
+            vx_point_id pid;
+            rc = vx_id_from_bytes(&pid, mc.buf + off + 2, n);
+            off += 2 + (size_t)n;
             uint64_t label;
-            rc = vx_store_del(txn, &mc.ids[i], &label);
+            if (rc == 0) rc = vx_store_del(txn, &pid, &label);
             if (rc == 0) {
                 (*ops)[(*nops)++] = (index_op){index, label, OP_DEL, NULL};
                 res->written++;
             }
         }
-        free(mc.ids);
+        free(mc.buf);
         return rc;
     }
     if (r.type == VX_CMD_DELETE_IDS) {
