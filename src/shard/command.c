@@ -57,6 +57,7 @@ void vx_cmd_begin(vx_cmd_buf *b, vx_cmd_type type)
 
 static void count_one(vx_cmd_buf *b)
 {
+    if (b->by_filter) b->err = b->err ? b->err : VX_EINVAL; /* a filter or ids, not both */
     if (b->has_tail) b->err = b->err ? b->err : VX_EINVAL; /* ids come before the tail */
     if (++b->count > VX_CMD_MAX_BATCH) b->err = b->err ? b->err : VX_ERANGE;
 }
@@ -84,6 +85,21 @@ void vx_cmd_add_id(vx_cmd_buf *b, const vx_point_id *id)
     }
     count_one(b);
     put_id(b, id);
+}
+
+void vx_cmd_set_target_filter(vx_cmd_buf *b, const char *json, uint32_t len)
+{
+    bool payload_cmd = b->type == VX_CMD_SET_PAYLOAD || b->type == VX_CMD_OVERWRITE_PAYLOAD ||
+                       b->type == VX_CMD_DELETE_PAYLOAD_KEYS;
+    if (!payload_cmd || b->count != 0 || b->by_filter || b->has_tail ||
+        len > VX_CMD_MAX_PAYLOAD) {
+        b->err = b->err ? b->err : VX_EINVAL;
+        return;
+    }
+    b->by_filter = true;
+    if (b->data) b->data[3] = VX_CMD_FLAG_BY_FILTER;
+    put_u32(b, len);
+    put(b, json, len);
 }
 
 void vx_cmd_set_json(vx_cmd_buf *b, const char *json, uint32_t len)
@@ -188,11 +204,15 @@ int vx_cmd_open(vx_cmd_reader *r, const void *data, size_t len)
     const uint8_t *p = data;
     if (len < HDR || p[0] != 'V') return VX_EINVAL;
     if (p[1] != VX_CMD_VERSION) return VX_EFORMAT;
-    if (p[2] < VX_CMD_UPSERT || p[2] > VX_CMD_DELETE_FILTER || p[3] != 0) return VX_EINVAL;
+    if (p[2] < VX_CMD_UPSERT || p[2] > VX_CMD_DELETE_FILTER) return VX_EINVAL;
     r->type = (vx_cmd_type)p[2];
+    r->by_filter = p[3] == VX_CMD_FLAG_BY_FILTER;
+    bool payload_cmd = r->type == VX_CMD_SET_PAYLOAD || r->type == VX_CMD_OVERWRITE_PAYLOAD ||
+                       r->type == VX_CMD_DELETE_PAYLOAD_KEYS;
+    if (p[3] != 0 && !(payload_cmd && r->by_filter)) return VX_EINVAL;
     memcpy(&r->count, p + 4, 4);
     if (r->count > VX_CMD_MAX_BATCH) return VX_EINVAL;
-    if (r->type == VX_CMD_DELETE_FILTER && r->count != 0) return VX_EINVAL;
+    if ((r->type == VX_CMD_DELETE_FILTER || r->by_filter) && r->count != 0) return VX_EINVAL;
     r->p = p + HDR;
     r->end = p + len;
     r->done = 0;
@@ -239,6 +259,15 @@ int vx_cmd_json(vx_cmd_reader *r, const char **json, uint32_t *len)
     return 0;
 }
 
+int vx_cmd_target_filter(vx_cmd_reader *r, const char **json, uint32_t *len)
+{
+    if (!r->by_filter || r->done != r->count) return VX_EINVAL;
+    const uint8_t *p;
+    if (take(r, len, 4) || *len > VX_CMD_MAX_PAYLOAD || take_view(r, &p, *len)) return VX_EINVAL;
+    *json = (const char *)p;
+    return 0;
+}
+
 int vx_cmd_keys(vx_cmd_reader *r, uint32_t *n)
 {
     if (r->type != VX_CMD_DELETE_PAYLOAD_KEYS || r->done != r->count) return VX_EINVAL;
@@ -270,6 +299,11 @@ int vx_cmd_validate(const void *data, size_t len)
     }
     if (rc != VX_ENOTFOUND) return rc;
     if (r.type == VX_CMD_DELETE_IDS) return at_end(&r) ? 0 : VX_EINVAL;
+    if (r.by_filter) {
+        const char *fj;
+        uint32_t fl;
+        if ((rc = vx_cmd_target_filter(&r, &fj, &fl)) != 0) return rc;
+    }
     if (r.type == VX_CMD_DELETE_PAYLOAD_KEYS) {
         uint32_t n;
         if ((rc = vx_cmd_keys(&r, &n)) != 0) return rc;

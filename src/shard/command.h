@@ -12,6 +12,9 @@
  *   DELETE_PAYLOAD_KEYS count x { id }, u32 nkeys, nkeys x bytes key
  *   DELETE_FILTER   (count 0) bytes filter-json (shard/filter.h); every point
  *                   the filter matches at apply time is deleted
+ * flags bit 0 (VX_CMD_FLAG_BY_FILTER), payload commands only: instead of
+ *   ids (count 0) the command carries `bytes filter-json` before its tail,
+ *   and applies to every point the filter matches at apply time
  *   where id = u16 len + canonical bytes (base/pointid.h), bytes = u32 len + data,
  *   then 0..7 zero bytes so the length is a multiple of 8 (libraft's uv
  *   backend requires 8-byte-multiple entry buffers: it pads entries on the
@@ -33,6 +36,7 @@
 #include <stdint.h>
 
 #define VX_CMD_VERSION 1
+#define VX_CMD_FLAG_BY_FILTER 1u
 #define VX_CMD_MAX_BATCH 100000u
 #define VX_CMD_MAX_PAYLOAD (64u << 20)
 
@@ -52,7 +56,8 @@ typedef struct vx_cmd_buf {
     size_t len, cap;
     uint32_t count;
     int type;
-    bool has_tail; /* SET/OVERWRITE: JSON given; DELETE_PAYLOAD_KEYS: keys given */
+    bool by_filter; /* payload commands: target the points a filter matches */
+    bool has_tail;  /* SET/OVERWRITE: JSON given; DELETE_PAYLOAD_KEYS: keys given */
     int err;       /* first error; the buffer is unusable once set */
 } vx_cmd_buf;
 
@@ -60,6 +65,9 @@ void vx_cmd_begin(vx_cmd_buf *b, vx_cmd_type type);
 void vx_cmd_add_point(vx_cmd_buf *b, const vx_point_id *id, const float *vec, uint32_t dim,
                       const char *payload, uint32_t payload_len);
 void vx_cmd_add_id(vx_cmd_buf *b, const vx_point_id *id);
+/* Payload commands: target the points `filter_json` matches (instead of ids;
+ * call before the JSON or keys). */
+void vx_cmd_set_target_filter(vx_cmd_buf *b, const char *filter_json, uint32_t len);
 /* After the ids of SET/OVERWRITE_PAYLOAD; the filter of DELETE_FILTER. */
 void vx_cmd_set_json(vx_cmd_buf *b, const char *json, uint32_t len);
 /* After the ids of DELETE_PAYLOAD_KEYS. */
@@ -83,6 +91,7 @@ typedef struct vx_cmd_reader {
     const uint8_t *p, *end;
     vx_cmd_type type;
     uint32_t count, done;
+    bool by_filter;
 } vx_cmd_reader;
 
 /* Check the header; VX_EINVAL / VX_EFORMAT (unknown version). */
@@ -94,6 +103,8 @@ int vx_cmd_next_id(vx_cmd_reader *r, vx_point_id *id);
 /* After all ids: the JSON of SET/OVERWRITE_PAYLOAD, the filter of
  * DELETE_FILTER. */
 int vx_cmd_json(vx_cmd_reader *r, const char **json, uint32_t *len);
+/* Payload commands with by_filter: the target filter (read before the tail). */
+int vx_cmd_target_filter(vx_cmd_reader *r, const char **json, uint32_t *len);
 /* After all ids: the key list of DELETE_PAYLOAD_KEYS; key i via vx_cmd_key. */
 int vx_cmd_keys(vx_cmd_reader *r, uint32_t *n);
 int vx_cmd_key(vx_cmd_reader *r, const char **key, uint32_t *len);

@@ -507,9 +507,28 @@ static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void
         }
         return rc == VX_ENOTFOUND ? 0 : rc;
     }
-    /* payload commands: ids first, then the JSON or the keys */
+    /* payload commands: ids (or a target filter) first, then the JSON or keys */
     vx_cmd_reader ids = r;
     while ((rc = vx_cmd_next_id(&r, &id)) == 0) {
+    }
+    match_ctx targets = {0};
+    size_t toff = 0;
+    if (r.by_filter) {
+        const char *fj;
+        uint32_t fl;
+        rc = vx_cmd_target_filter(&r, &fj, &fl);
+        if (rc != 0) return rc;
+        vx_filter_expr *f;
+        char ferr[VX_FILTER_ERRMSG_LEN];
+        rc = vx_filter_compile_text(fj, fl, &f, ferr);
+        if (rc != 0) return rc == VX_ENOMEM ? rc : VX_EINVAL;
+        targets.f = f;
+        rc = vx_store_iterate(txn, NULL, match_cb, &targets);
+        vx_filter_free(f);
+        if (rc != 0) {
+            free(targets.buf);
+            return rc;
+        }
     }
     const char *json = NULL;
     uint32_t jlen = 0, nkeys = 0;
@@ -517,15 +536,31 @@ static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void
         rc = vx_cmd_keys(&r, &nkeys);
     else
         rc = vx_cmd_json(&r, &json, &jlen);
-    if (rc != 0) return rc;
-    while ((rc = vx_cmd_next_id(&ids, &id)) == 0) {
+    if (rc != 0) {
+        free(targets.buf);
+        return rc;
+    }
+    for (;;) {
+        if (r.by_filter) {
+            if (toff >= targets.len) {
+                rc = VX_ENOTFOUND;
+                break;
+            }
+            uint16_t n;
+            memcpy(&n, targets.buf + toff, 2);
+            rc = vx_id_from_bytes(&id, targets.buf + toff + 2, n);
+            toff += 2 + (size_t)n;
+            if (rc != 0) break;
+        } else if ((rc = vx_cmd_next_id(&ids, &id)) != 0) {
+            break;
+        }
         vx_record old;
         rc = vx_store_get(txn, &id, &old);
         if (rc == VX_ENOTFOUND) {
             res->not_found++;
             continue;
         }
-        if (rc != 0) return rc;
+        if (rc != 0) break;
         char *np = NULL;
         if (r.type == VX_CMD_DELETE_PAYLOAD_KEYS)
             rc = payload_delete_keys(old.payload, old.payload_len, &r, nkeys, &np);
@@ -534,9 +569,10 @@ static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void
                                 r.type == VX_CMD_SET_PAYLOAD, &np);
         if (rc == 0) rc = vx_store_put_payload(txn, &id, np, (uint32_t)strlen(np), index);
         free(np);
-        if (rc != 0) return rc;
+        if (rc != 0) break;
         res->written++;
     }
+    free(targets.buf);
     return rc == VX_ENOTFOUND ? 0 : rc;
 }
 

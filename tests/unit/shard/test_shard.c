@@ -565,9 +565,35 @@ static void test_filters(void **state)
     assert_int_equal(res.status, VX_EINVAL);
     assert_true(vx_shard_count(sh) == 300);
 
+    /* payload by filter: mark points i < 50 as hot, then search among them */
+    vx_cmd_buf b;
+    vx_cmd_begin(&b, VX_CMD_SET_PAYLOAD);
+    const char *lt50 = "{\"must\":[{\"key\":\"i\",\"range\":{\"lt\":50}}]}";
+    vx_cmd_set_target_filter(&b, lt50, (uint32_t)strlen(lt50));
+    vx_cmd_set_json(&b, "{\"hot\":true}", 12);
+    assert_int_equal(vx_cmd_finish(&b, &c, &len), 0);
+    res = apply(sh, 4, c, len);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(res.written, 50);
+    for (uint32_t i = 0; i < 50; i++) e.m.version[i] = 4; /* payload writes bump the version */
+    vx_filter_expr *hot;
+    const char *hotf = "{\"must\":[{\"key\":\"hot\",\"match\":{\"value\":true}}]}";
+    assert_int_equal(vx_filter_compile_text(hotf, strlen(hotf), &hot, err), 0);
+    check_filtered(sh, &e.m, hot, 50);
+    /* ids and a target filter together are refused by the builder */
+    vx_cmd_begin(&b, VX_CMD_SET_PAYLOAD);
+    vx_point_id one;
+    vx_id_from_uint(&one, 1);
+    vx_cmd_add_id(&b, &one);
+    vx_cmd_set_target_filter(&b, lt50, (uint32_t)strlen(lt50));
+    vx_cmd_set_json(&b, "{}", 2);
+    assert_int_not_equal(vx_cmd_finish(&b, &c, &len), 0);
+
     gate_open(&g);
     wait_indexed(sh);
     check_filtered(sh, &e.m, f, 100); /* the same through the index */
+    check_filtered(sh, &e.m, hot, 50);
+    vx_filter_free(hot);
     expect_no_dead(sh, &e.m, vec_of(&e.m, 350));
     vx_filter_free(f);
     close_shard(sh, e.pool);
