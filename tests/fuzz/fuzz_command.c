@@ -95,6 +95,13 @@ static int walk(const uint8_t *data, size_t size, vx_cmd_buf *re, size_t *conten
         *content = (size_t)(r.p - data);
         return 0;
     }
+    if (r.by_filter) { /* payload command aimed at a filter's matches */
+        const char *fj;
+        uint32_t fl;
+        if ((rc = vx_cmd_target_filter(&r, &fj, &fl)) != 0) return rc;
+        touch(fj, fl);
+        if (re) vx_cmd_set_target_filter(re, fj, fl);
+    }
     if (r.type == VX_CMD_DELETE_PAYLOAD_KEYS) {
         uint32_t nk;
         if ((rc = vx_cmd_keys(&r, &nk)) != 0) return rc;
