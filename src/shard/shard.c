@@ -416,6 +416,26 @@ static int match_cb(void *ctx, const vx_point_id *id, const vx_record *rec)
     return 0;
 }
 
+/* Collect into *mc the points of the store that filter_json matches, as of
+ * txn.  A filter that does not compile is VX_EINVAL (a no-op command). */
+static int collect_matches(vx_store_txn *txn, const char *filter_json, uint32_t len,
+                           match_ctx *mc)
+{
+    vx_filter_expr *f;
+    char ferr[VX_FILTER_ERRMSG_LEN];
+    int rc = vx_filter_compile_text(filter_json, len, &f, ferr);
+    if (rc != 0) return rc == VX_ENOMEM ? rc : VX_EINVAL;
+    mc->f = f;
+    rc = vx_store_iterate(txn, NULL, match_cb, mc);
+    vx_filter_free(f);
+    mc->f = NULL;
+    if (rc != 0) {
+        free(mc->buf);
+        mc->buf = NULL;
+    }
+    return rc;
+}
+
 /* Apply the command's store changes inside txn; collect index changes. */
 static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void *cmd,
                      size_t len, vx_apply_result *res, index_op **ops, size_t *nops)
@@ -465,13 +485,8 @@ static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void
         uint32_t jlen;
         rc = vx_cmd_json(&r, &json, &jlen);
         if (rc != 0) return rc;
-        vx_filter_expr *f;
-        char ferr[VX_FILTER_ERRMSG_LEN];
-        rc = vx_filter_compile_text(json, jlen, &f, ferr);
-        if (rc != 0) return rc == VX_ENOMEM ? rc : VX_EINVAL;
-        match_ctx mc = {.f = f};
-        rc = vx_store_iterate(txn, NULL, match_cb, &mc);
-        vx_filter_free(f);
+        match_ctx mc = {0};
+        rc = collect_matches(txn, json, jlen, &mc);
         if (rc == 0 && mc.n > 0) {
             index_op *grown = realloc(*ops, mc.n * sizeof(index_op));
             if (grown == NULL) rc = VX_ENOMEM;
@@ -517,18 +532,8 @@ static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void
         const char *fj;
         uint32_t fl;
         rc = vx_cmd_target_filter(&r, &fj, &fl);
+        if (rc == 0) rc = collect_matches(txn, fj, fl, &targets);
         if (rc != 0) return rc;
-        vx_filter_expr *f;
-        char ferr[VX_FILTER_ERRMSG_LEN];
-        rc = vx_filter_compile_text(fj, fl, &f, ferr);
-        if (rc != 0) return rc == VX_ENOMEM ? rc : VX_EINVAL;
-        targets.f = f;
-        rc = vx_store_iterate(txn, NULL, match_cb, &targets);
-        vx_filter_free(f);
-        if (rc != 0) {
-            free(targets.buf);
-            return rc;
-        }
     }
     const char *json = NULL;
     uint32_t jlen = 0, nkeys = 0;
