@@ -36,10 +36,23 @@ static void put(vx_cmd_buf *b, const void *p, size_t n)
 
 static void put_u32(vx_cmd_buf *b, uint32_t v) { put(b, &v, 4); }
 
+/* u32 length + bytes */
+static void put_bytes(vx_cmd_buf *b, const void *p, uint32_t n)
+{
+    put_u32(b, n);
+    put(b, p, n);
+}
+
+/* Latch `code` as the buffer's error unless one is already there. */
+static void refuse(vx_cmd_buf *b, int code)
+{
+    if (b->err == 0) b->err = code;
+}
+
 static void put_id(vx_cmd_buf *b, const vx_point_id *id)
 {
     if (id->len < 2 || id->len > VX_ID_MAX_BYTES) {
-        b->err = b->err ? b->err : VX_EINVAL;
+        refuse(b, VX_EINVAL);
         return;
     }
     uint16_t n = id->len;
@@ -57,30 +70,29 @@ void vx_cmd_begin(vx_cmd_buf *b, vx_cmd_type type)
 
 static void count_one(vx_cmd_buf *b)
 {
-    if (b->by_filter) b->err = b->err ? b->err : VX_EINVAL; /* a filter or ids, not both */
-    if (b->has_tail) b->err = b->err ? b->err : VX_EINVAL; /* ids come before the tail */
-    if (++b->count > VX_CMD_MAX_BATCH) b->err = b->err ? b->err : VX_ERANGE;
+    if (b->by_filter) refuse(b, VX_EINVAL); /* a filter or ids, not both */
+    if (b->has_tail) refuse(b, VX_EINVAL); /* ids come before the tail */
+    if (++b->count > VX_CMD_MAX_BATCH) refuse(b, VX_ERANGE);
 }
 
 void vx_cmd_add_point(vx_cmd_buf *b, const vx_point_id *id, const float *vec, uint32_t dim,
                       const char *payload, uint32_t plen)
 {
     if (b->type != VX_CMD_UPSERT || dim == 0 || dim > 65536 || plen > VX_CMD_MAX_PAYLOAD) {
-        b->err = b->err ? b->err : VX_EINVAL;
+        refuse(b, VX_EINVAL);
         return;
     }
     count_one(b);
     put_id(b, id);
     put_u32(b, dim);
     put(b, vec, (size_t)dim * 4);
-    put_u32(b, plen);
-    put(b, payload, plen);
+    put_bytes(b, payload, plen);
 }
 
 void vx_cmd_add_id(vx_cmd_buf *b, const vx_point_id *id)
 {
     if (b->type == VX_CMD_UPSERT || b->type == VX_CMD_DELETE_FILTER) {
-        b->err = b->err ? b->err : VX_EINVAL;
+        refuse(b, VX_EINVAL);
         return;
     }
     count_one(b);
@@ -93,13 +105,12 @@ void vx_cmd_set_target_filter(vx_cmd_buf *b, const char *json, uint32_t len)
                        b->type == VX_CMD_DELETE_PAYLOAD_KEYS;
     if (!payload_cmd || b->count != 0 || b->by_filter || b->has_tail ||
         len > VX_CMD_MAX_PAYLOAD) {
-        b->err = b->err ? b->err : VX_EINVAL;
+        refuse(b, VX_EINVAL);
         return;
     }
     b->by_filter = true;
     if (b->data) b->data[3] = VX_CMD_FLAG_BY_FILTER;
-    put_u32(b, len);
-    put(b, json, len);
+    put_bytes(b, json, len);
 }
 
 void vx_cmd_set_json(vx_cmd_buf *b, const char *json, uint32_t len)
@@ -107,34 +118,30 @@ void vx_cmd_set_json(vx_cmd_buf *b, const char *json, uint32_t len)
     if ((b->type != VX_CMD_SET_PAYLOAD && b->type != VX_CMD_OVERWRITE_PAYLOAD &&
          b->type != VX_CMD_DELETE_FILTER) ||
         len > VX_CMD_MAX_PAYLOAD) {
-        b->err = b->err ? b->err : VX_EINVAL;
+        refuse(b, VX_EINVAL);
         return;
     }
     if (b->has_tail) {
-        b->err = b->err ? b->err : VX_EINVAL;
+        refuse(b, VX_EINVAL);
         return;
     }
     b->has_tail = true;
-    put_u32(b, len);
-    put(b, json, len);
+    put_bytes(b, json, len);
 }
 
 void vx_cmd_set_keys(vx_cmd_buf *b, const char *const *keys, const uint32_t *lens, uint32_t n)
 {
     if (b->type != VX_CMD_DELETE_PAYLOAD_KEYS || n > VX_CMD_MAX_BATCH) {
-        b->err = b->err ? b->err : VX_EINVAL;
+        refuse(b, VX_EINVAL);
         return;
     }
     if (b->has_tail) {
-        b->err = b->err ? b->err : VX_EINVAL;
+        refuse(b, VX_EINVAL);
         return;
     }
     b->has_tail = true;
     put_u32(b, n);
-    for (uint32_t i = 0; i < n; i++) {
-        put_u32(b, lens[i]);
-        put(b, keys[i], lens[i]);
-    }
+    for (uint32_t i = 0; i < n; i++) put_bytes(b, keys[i], lens[i]);
 }
 
 int vx_cmd_finish(vx_cmd_buf *b, uint8_t **data, size_t *len)
