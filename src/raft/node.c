@@ -8,6 +8,7 @@
 #include "raft/node.h"
 
 #include "base/err.h"
+#include "base/fsutil.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -17,41 +18,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define HS_MAGIC 0x48525856u /* "VXRH" little-endian */
-#define HS_VERSION 1u
-#define HS_FIXED 32
-#define HS_ADDR_MAX 255
-
-struct vx_group {
-    vx_node *node;
-    uint64_t gid;
-    raft_id id;
-    struct raft raft;
-    struct raft_io io;
-    struct raft_uv_transport transport;
-    raft_uv_accept_cb accept_cb;
-    unsigned pending_connects;
-    bool transport_closing;
-    raft_uv_transport_close_cb transport_close_cb;
-    bool raft_inited, closed;
-    struct vx_group *next;
-};
-
-struct vx_node {
-    uv_loop_t *loop;
-    uv_tcp_t listener;
-    char address[64];
-    char dir[400];
-    vx_group *groups;
-    unsigned open_groups;
-    bool closing;
-    void (*close_cb)(void *data);
-    void *close_data;
-};
+#include "raft/node_internal.h"
 
 /* ---- addresses ---------------------------------------------------------------------- */
 
-static int parse_address(const char *address, struct sockaddr_storage *sa)
+int vx_parse_address(const char *address, struct sockaddr_storage *sa)
 {
     char host[128];
     const char *colon = strrchr(address, ':');
@@ -158,7 +129,7 @@ static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, r
     vx_group *g = t->impl;
     (void)id;
     struct sockaddr_storage sa;
-    if (parse_address(address, &sa) != 0) {
+    if (vx_parse_address(address, &sa) != 0) {
         snprintf(t->errmsg, sizeof t->errmsg, "bad address %s", address);
         return RAFT_NOCONNECTION;
     }
@@ -254,6 +225,16 @@ static void in_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         memcpy(&magic, c->hs, 4);
         memcpy(&version, c->hs + 4, 4);
         memcpy(&alen, c->hs + 24, 4);
+        if (magic == SN_MAGIC && version == HS_VERSION) { /* snapshot data, not Raft */
+            uint64_t gid, min_index;
+            memcpy(&gid, c->hs + 8, 8);
+            memcpy(&min_index, c->hs + 16, 8);
+            vx_group *g = vx_node_find_group(c->node, gid);
+            uv_read_stop(s);
+            if (g != NULL && !c->node->closing) vx_group_serve_snapshot(g, c->tcp, min_index);
+            in_conn_reject(c); /* the serving thread has its own descriptor */
+            return;
+        }
         if (magic != HS_MAGIC || version != HS_VERSION || alen == 0 || alen > HS_ADDR_MAX) {
             in_conn_reject(c);
             return;
@@ -305,28 +286,15 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ---- the node ------------------------------------------------------------------------------ */
 
-static int mkdir_p(const char *path)
-{
-    char tmp[512];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return mkdir(tmp, 0755) == 0 || errno == EEXIST ? 0 : -1;
-}
-
 static void free_node_cb(uv_handle_t *h) { free(h->data); }
 
 int vx_node_new(uv_loop_t *loop, const char *address, const char *data_dir, vx_node **out,
                 char *errbuf)
 {
     struct sockaddr_storage sa;
-    if (strlen(address) >= 64 || parse_address(address, &sa) != 0)
+    if (strlen(address) >= 64 || vx_parse_address(address, &sa) != 0)
         return vx_errf(errbuf, VX_NODE_ERRMSG_LEN, VX_EINVAL, "bad listen address %s", address);
-    if (strlen(data_dir) >= 300 || mkdir_p(data_dir) != 0)
+    if (strlen(data_dir) >= 300 || vx_mkdir_p(data_dir) != 0)
         return vx_errf(errbuf, VX_NODE_ERRMSG_LEN, VX_EIO, "cannot create %s", data_dir);
     vx_node *n = calloc(1, sizeof(*n));
     if (n == NULL) return vx_errf(errbuf, VX_NODE_ERRMSG_LEN, VX_ENOMEM, "node");
@@ -364,7 +332,7 @@ int vx_group_new(vx_node *n, uint64_t gid, raft_id id, struct raft_fsm *fsm,
         return vx_errf(errbuf, VX_NODE_ERRMSG_LEN, VX_EEXISTS, "group %" PRIu64 " exists", gid);
     char dir[512];
     snprintf(dir, sizeof dir, "%s/g%" PRIu64 "/raft", n->dir, gid);
-    if (mkdir_p(dir) != 0)
+    if (vx_mkdir_p(dir) != 0)
         return vx_errf(errbuf, VX_NODE_ERRMSG_LEN, VX_EIO, "cannot create %s", dir);
     vx_group *g = calloc(1, sizeof(*g));
     if (g == NULL) return vx_errf(errbuf, VX_NODE_ERRMSG_LEN, VX_ENOMEM, "group");
@@ -383,7 +351,8 @@ int vx_group_new(vx_node *n, uint64_t gid, raft_id id, struct raft_fsm *fsm,
         free(g);
         return VX_EIO;
     }
-    rv = raft_init(&g->raft, &g->io, fsm, id, n->address);
+    vx_group_io_wrap(g);
+    rv = raft_init(&g->raft, &g->wio, fsm, id, n->address);
     if (rv != 0) {
         vx_errf(errbuf, VX_NODE_ERRMSG_LEN, VX_EIO, "raft init for group %" PRIu64 ": %s", gid,
                 raft_errmsg(&g->raft));
@@ -392,6 +361,7 @@ int vx_group_new(vx_node *n, uint64_t gid, raft_id id, struct raft_fsm *fsm,
         return VX_EIO;
     }
     g->raft_inited = true;
+    if (vx_group_io_start(g) != 0) fprintf(stderr, "group %" PRIu64 ": no snapshot handles\n", gid);
     raft_set_election_timeout(&g->raft, opt->election_timeout_ms ? opt->election_timeout_ms : 1000);
     raft_set_heartbeat_timeout(&g->raft,
                                opt->heartbeat_timeout_ms ? opt->heartbeat_timeout_ms : 100);

@@ -24,6 +24,7 @@
 
 #include <raft.h>
 #include <raft/uv.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -46,6 +47,30 @@ typedef struct vx_group_options {
     unsigned snapshot_trailing;    /* entries kept after a snapshot; default 1024 */
 } vx_group_options;
 
+/* ---- snapshot data ---------------------------------------------------------------
+ * libraft ships a snapshot whole in one message, so a state machine's
+ * snapshot is a small descriptor and its data travels on a side connection
+ * (docs/replication.md).  A group with these operations installs a leader's
+ * snapshot on a replica lacking its data in three steps, none on the loop
+ * thread except install: the node host connects to the leader's node
+ * address with a "VXSN" handshake naming the group and the snapshot index,
+ * the leader's serve() streams, this replica's receive() stores and checks
+ * it, install() swaps it in; only then is the snapshot handed to libraft
+ * (whose restore() then finds its data present).  Failed fetches are retried
+ * with backoff, from whichever node leads by then. */
+typedef struct vx_snapshot_ops {
+    void *data;
+    /* loop thread: does local state already cover this snapshot? */
+    bool (*covers)(void *data, const struct raft_snapshot *snapshot);
+    /* serve thread: stream data covering `min_index` to the blocking socket fd */
+    int (*serve)(void *data, int fd, uint64_t min_index, char *errbuf);
+    /* fetch thread: read such a stream from fd into staging, verify it */
+    int (*receive)(void *data, int fd, uint64_t min_index, char *errbuf);
+    /* loop thread: swap the staged data in; VX_ESTATE = busy, try later;
+     * VX_EFATAL = the local data is unusable: the process stops */
+    int (*install)(void *data, char *errbuf);
+} vx_snapshot_ops;
+
 /* Create group `group_id` with this node's raft id `id` and state machine
  * `fsm` (not started).  Its Raft log lives in DATA/g<group_id>/raft. */
 int vx_group_new(vx_node *n, uint64_t group_id, raft_id id, struct raft_fsm *fsm,
@@ -53,6 +78,8 @@ int vx_group_new(vx_node *n, uint64_t group_id, raft_id id, struct raft_fsm *fsm
 /* First start of a new group: the initial voters (ids and node addresses).
  * Harmless (returns 0) when the group already has state on disk. */
 int vx_group_bootstrap(vx_group *g, unsigned n, const raft_id *ids, const char *const *addresses);
+/* Set before vx_group_start. */
+void vx_group_set_snapshot_ops(vx_group *g, const vx_snapshot_ops *ops);
 int vx_group_start(vx_group *g);
 struct raft *vx_group_raft(vx_group *g);
 

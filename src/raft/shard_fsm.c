@@ -52,28 +52,95 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     return 0;
 }
 
-static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+/* The applied index a descriptor names; 0 when it is not ours. */
+static uint64_t descriptor_index(const struct raft_buffer *buf)
 {
-    vx_shard_fsm *f = fsm->data;
     uint64_t magic = 0, applied = 0;
     if (buf->len == SNAP_LEN) {
         memcpy(&magic, buf->base, 8);
         memcpy(&applied, (const uint8_t *)buf->base + 16, 8);
     }
+    return magic == SNAP_MAGIC ? applied : 0;
+}
+
+static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+    vx_shard_fsm *f = fsm->data;
+    uint64_t applied = descriptor_index(buf);
     raft_free(buf->base);
-    if (magic != SNAP_MAGIC) return RAFT_MALFORMED;
+    if (applied == 0) return RAFT_MALFORMED;
     if (applied <= vx_shard_applied(f->shard)) return 0; /* the store already covers it */
+    /* The node host installs the data before libraft persists a leader's
+     * snapshot (snapshot_io.c), so this is a restart whose store lost data
+     * the snapshot says it had: refuse rather than run with a hole. */
     fprintf(stderr,
-            "restore: this replica's store is at %llu, the snapshot at %llu: the data must be "
-            "streamed from the leader, which is not supported yet\n",
+            "restore: this replica's store is at %llu but its snapshot at %llu: the store lost "
+            "synced data; remove this replica's directory so it rejoins from its peers\n",
             (unsigned long long)vx_shard_applied(f->shard), (unsigned long long)applied);
     return RAFT_IOERR;
 }
+
+/* ---- snapshot data (node.h, vx_snapshot_ops) ---------------------------------- */
+
+static bool ops_covers(void *data, const struct raft_snapshot *snap)
+{
+    vx_shard_fsm *f = data;
+    uint64_t applied = snap->n_bufs == 1 ? descriptor_index(&snap->bufs[0]) : 0;
+    return applied != 0 && applied <= vx_shard_applied(f->shard);
+}
+
+static int ops_serve(void *data, int fd, uint64_t min_index, char *errbuf)
+{
+    vx_shard_fsm *f = data;
+    pthread_rwlock_rdlock(&f->lock);
+    int rc = vx_shard_send(f->shard, fd, min_index, errbuf);
+    pthread_rwlock_unlock(&f->lock);
+    return rc;
+}
+
+static int ops_receive(void *data, int fd, uint64_t min_index, char *errbuf)
+{
+    vx_shard_fsm *f = data;
+    pthread_rwlock_rdlock(&f->lock);
+    int rc = vx_shard_receive(f->shard, fd, min_index, errbuf);
+    pthread_rwlock_unlock(&f->lock);
+    return rc;
+}
+
+static int ops_install(void *data, char *errbuf)
+{
+    vx_shard_fsm *f = data;
+    if (pthread_rwlock_trywrlock(&f->lock) != 0)
+        return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_ESTATE, "replica in use");
+    int rc = vx_shard_install(&f->shard, errbuf);
+    pthread_rwlock_unlock(&f->lock);
+    return rc;
+}
+
+void vx_shard_fsm_snapshot_ops(vx_shard_fsm *f, vx_snapshot_ops *ops)
+{
+    *ops = (vx_snapshot_ops){.data = f,
+                             .covers = ops_covers,
+                             .serve = ops_serve,
+                             .receive = ops_receive,
+                             .install = ops_install};
+}
+
+vx_shard *vx_shard_fsm_acquire(vx_shard_fsm *f)
+{
+    pthread_rwlock_rdlock(&f->lock);
+    return f->shard;
+}
+
+void vx_shard_fsm_release(vx_shard_fsm *f) { pthread_rwlock_unlock(&f->lock); }
+
+void vx_shard_fsm_destroy(vx_shard_fsm *f) { pthread_rwlock_destroy(&f->lock); }
 
 void vx_shard_fsm_init(vx_shard_fsm *f, vx_shard *shard)
 {
     memset(f, 0, sizeof(*f));
     f->shard = shard;
+    pthread_rwlock_init(&f->lock, NULL);
     f->fsm.version = 1;
     f->fsm.data = f;
     f->fsm.apply = fsm_apply;

@@ -12,9 +12,13 @@
  * LMDB store is fsynced and the index saved -- and returns a 32-byte
  * descriptor {magic, version, applied index, store digest}; only then may
  * libraft drop the log entries it covers.  restore() of a descriptor the
- * local store already covers (a restart) is a no-op.  A replica whose store
- * is behind a leader's descriptor needs the leader's LMDB copy streamed
- * separately (not built yet): restore() refuses it with RAFT_IOERR.
+ * local store covers is a no-op.  A replica whose store is behind a
+ * leader's descriptor gets the data before libraft sees the snapshot: the
+ * node host fetches it with vx_shard_fsm_snapshot_ops() (node.h), the
+ * leader's vx_shard_send streams it, vx_shard_receive/install swap it in.
+ *
+ * The install replaces the shard object: threads other than the loop's
+ * reach the shard through vx_shard_fsm_acquire/release (a read lock).
  *
  * The apply result handed to raft_apply's callback is not memory: libraft
  * drops results on followers (and for entries no request waits for), so an
@@ -24,7 +28,10 @@
 #ifndef VX_RAFT_SHARD_FSM_H
 #define VX_RAFT_SHARD_FSM_H
 
+#include "raft/node.h"
 #include "shard/shard.h"
+
+#include <pthread.h>
 
 #include <raft.h>
 
@@ -43,10 +50,18 @@ static inline vx_fsm_result vx_fsm_result_decode(const void *result)
 
 typedef struct vx_shard_fsm {
     struct raft_fsm fsm;
-    vx_shard *shard;
+    vx_shard *shard;   /* replaced by a snapshot install (loop thread, write lock) */
     struct raft *raft; /* set once the raft instance exists */
+    pthread_rwlock_t lock;
 } vx_shard_fsm;
 
 void vx_shard_fsm_init(vx_shard_fsm *f, vx_shard *shard);
+void vx_shard_fsm_destroy(vx_shard_fsm *f);
+/* The operations to give vx_group_set_snapshot_ops. */
+void vx_shard_fsm_snapshot_ops(vx_shard_fsm *f, vx_snapshot_ops *ops);
+/* The shard, held against replacement until release (any thread but the
+ * loop's, which owns replacement and needs no lock). */
+vx_shard *vx_shard_fsm_acquire(vx_shard_fsm *f);
+void vx_shard_fsm_release(vx_shard_fsm *f);
 
 #endif

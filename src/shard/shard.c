@@ -4,6 +4,7 @@
 #include "shard/shard.h"
 
 #include "base/err.h"
+#include "base/fsutil.h"
 #include "index/distance.h"
 #include "shard/command.h"
 #include "shard/filter.h"
@@ -11,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -248,10 +250,30 @@ static int recover_index(vx_shard *sh, uint64_t applied, char *errbuf)
     return 0;
 }
 
+
+/* ---- replacing a replica's data (snapshot install) ------------------------------ */
+
+/* Finish or undo a replacement a crash interrupted: DIR.old is the previous
+ * data, kept until DIR holds the new data; DIR.incoming is a transfer. */
+static void recover_replacement(const char *dir)
+{
+    char old[600], inc[600];
+    snprintf(old, sizeof old, "%s.old", dir);
+    snprintf(inc, sizeof inc, "%s.incoming", dir);
+    struct stat st;
+    if (stat(dir, &st) != 0 && errno == ENOENT && stat(old, &st) == 0) {
+        fprintf(stderr, "shard %s: an interrupted replacement left %s: restoring it\n", dir, old);
+        if (rename(old, dir) != 0) return;
+    }
+    vx_rm_rf(old);
+    vx_rm_rf(inc);
+}
+
 int vx_shard_open(const char *dir, const vx_shard_config *cfg, vx_workpool *pool,
                   vx_shard **out, char *errbuf)
 {
     if (strlen(dir) >= 400) return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_EINVAL, "path too long");
+    recover_replacement(dir);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_EIO, "mkdir %s: %s", dir, strerror(errno));
     vx_shard *sh = calloc(1, sizeof(*sh));
@@ -896,3 +918,83 @@ int vx_shard_checkpoint(vx_shard *sh, char *errbuf)
     }
     return 0;
 }
+
+const char *vx_shard_dir(vx_shard *sh) { return sh->dir; }
+vx_store *vx_shard_store(vx_shard *sh) { return sh->store; }
+const vx_shard_config *vx_shard_get_config(vx_shard *sh) { return &sh->cfg; }
+
+int vx_shard_open_checkpoint(vx_shard *sh, int *fd, uint64_t *index, uint64_t *size)
+{
+    /* a checkpoint being written meanwhile may remove the one found: look again */
+    for (int attempt = 0; attempt < 8; attempt++) {
+        uint64_t n = newest_checkpoint(sh->dir, UINT64_MAX);
+        if (n == 0) break;
+        char path[600];
+        snprintf(path, sizeof path, "%s/index-%" PRIu64 ".vxi", sh->dir, n);
+        int f = open(path, O_RDONLY | O_CLOEXEC);
+        if (f < 0) continue;
+        struct stat st;
+        if (fstat(f, &st) != 0) {
+            close(f);
+            return VX_EIO;
+        }
+        *fd = f;
+        *index = n;
+        *size = (uint64_t)st.st_size;
+        return 0;
+    }
+    *fd = -1;
+    *index = 0;
+    *size = 0;
+    return VX_ENOTFOUND;
+}
+
+int vx_shard_install(vx_shard **shp, char *errbuf)
+{
+    vx_shard *sh = *shp;
+    char dir[512], old[600], inc[600], marker[700], parent[512], err[VX_SHARD_ERRMSG_LEN];
+    snprintf(dir, sizeof dir, "%s", sh->dir);
+    snprintf(old, sizeof old, "%s.old", dir);
+    snprintf(inc, sizeof inc, "%s.incoming", dir);
+    snprintf(marker, sizeof marker, "%s/RECEIVED", inc);
+    vx_parent_dir(dir, parent, sizeof parent);
+    struct stat st;
+    if (stat(marker, &st) != 0)
+        return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_ESTATE, "no complete transfer in %s", inc);
+    vx_shard_config cfg = sh->cfg;
+    vx_workpool *pool = sh->pool;
+    vx_shard_close(sh);
+    *shp = NULL;
+    vx_rm_rf(old);
+    int rc = VX_EIO;
+    if (rename(dir, old) != 0) {
+        vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_EIO, "rename %s: %s", dir, strerror(errno));
+        goto reopen_old;
+    }
+    if (rename(inc, dir) != 0) {
+        vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_EIO, "rename %s: %s", inc, strerror(errno));
+        if (rename(old, dir) != 0) return VX_EFATAL;
+        goto reopen_old;
+    }
+    snprintf(marker, sizeof marker, "%s/RECEIVED", dir);
+    unlink(marker);
+    if (vx_fsync_dir(parent) != 0) {
+        vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_EFATAL, "fsync %s: %s", parent, strerror(errno));
+        return VX_EFATAL; /* fail-stop: the restart recovers one side or the other */
+    }
+    rc = vx_shard_open(dir, &cfg, pool, shp, err);
+    if (rc == 0) {
+        vx_rm_rf(old);
+        return 0;
+    }
+    vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, rc, "the received data does not open: %s", err);
+    vx_rm_rf(dir);
+    if (rename(old, dir) != 0) return VX_EFATAL;
+reopen_old:
+    if (vx_shard_open(dir, &cfg, pool, shp, err) != 0) {
+        vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_EFATAL, "reopening the previous data: %s", err);
+        return VX_EFATAL;
+    }
+    return rc;
+}
+

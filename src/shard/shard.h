@@ -99,5 +99,31 @@ int vx_shard_digest(vx_shard *sh, uint64_t *digest, uint64_t *applied);
 int vx_shard_checkpoint(vx_shard *sh, char *errbuf);
 bool vx_shard_failed(vx_shard *sh);
 vx_index *vx_shard_index(vx_shard *sh);
+const char *vx_shard_dir(vx_shard *sh);
+struct vx_store *vx_shard_store(vx_shard *sh);
+const vx_shard_config *vx_shard_get_config(vx_shard *sh);
+
+/* ---- moving a replica's data between nodes (snapshot install) ------------------
+ * A replica far behind its leader (its log entries were compacted away) gets
+ * the leader's data as one stream (shard/xfer.c): the newest index checkpoint
+ * and a compacted copy of the store, framed and hashed.  The receiver writes
+ * it to DIR.incoming, verifies it, and vx_shard_install() swaps it in:
+ * DIR -> DIR.old, DIR.incoming -> DIR, reopen, remove DIR.old.  A crash at
+ * any point leaves one complete side, which vx_shard_open() restores. */
+
+/* Open the newest index checkpoint file (read-only fd); VX_ENOTFOUND: none. */
+int vx_shard_open_checkpoint(vx_shard *sh, int *fd, uint64_t *index, uint64_t *size);
+/* Stream this replica's data to `fd` (a connected socket).  VX_ESTATE (and
+ * an error frame) when the store has not applied `min_index` yet.  Any
+ * thread; the shard must stay open meanwhile. */
+int vx_shard_send(vx_shard *sh, int fd, uint64_t min_index, char *errbuf);
+/* Receive such a stream into DIR.incoming for this replica and verify it:
+ * stream hash, sizes, store applied >= min_index, every record's checksum.
+ * Any thread (reads only the shard's directory name). */
+int vx_shard_receive(vx_shard *sh, int fd, uint64_t min_index, char *errbuf);
+/* Replace *shp by the data received (closes it, opens the new one).  On
+ * failure the previous data is reopened; VX_EFATAL when even that failed
+ * (*shp is then NULL and the replica must stop). */
+int vx_shard_install(vx_shard **shp, char *errbuf);
 
 #endif

@@ -542,3 +542,10 @@ int vx_store_digest(vx_store *st, uint64_t *digest, uint64_t *applied)
     vx_store_rend(t);
     return rc;
 }
+
+int vx_store_copy_fd(vx_store *st, int fd)
+{
+    int rc = mdb_env_copyfd2(st->env, fd, MDB_CP_COMPACT);
+    if (rc != 0) return store_err(st, VX_EIO, "copy: %s", mdb_strerror(rc));
+    return 0;
+}

@@ -112,6 +112,11 @@ int vx_store_sync(vx_store *st);
  * applied index.  Equal digests at equal applied index = identical replicas. */
 int vx_store_digest(vx_store *st, uint64_t *digest, uint64_t *applied);
 
+/* Write a compacted, consistent copy of the environment (one read
+ * transaction: writers go on meanwhile) to `fd`, a file, pipe or socket.
+ * The copy is an LMDB data file: open a directory holding it as data.mdb. */
+int vx_store_copy_fd(vx_store *st, int fd);
+
 /* Test hook: make the next sync/commit fail as if fsync returned EIO. */
 void vx_store_inject_sync_failure(vx_store *st);
 

@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1467,6 +1468,135 @@ static void test_close_while_indexing(void **state)
     env_free(&e);
 }
 
+
+/* ---- moving a replica's data (vx_shard_send / receive / install) ------------------------ */
+
+typedef struct sender {
+    vx_shard *sh;
+    int fd;
+    uint64_t min_index;
+    int rc;
+    char err[VX_SHARD_ERRMSG_LEN];
+} sender;
+
+static void *send_main(void *arg)
+{
+    sender *s = arg;
+    s->rc = vx_shard_send(s->sh, s->fd, s->min_index, s->err);
+    close(s->fd);
+    return NULL;
+}
+
+typedef struct relay {
+    int in, out;
+    long flip_at; /* byte offset to corrupt, -1: none */
+} relay;
+
+static void *relay_main(void *arg)
+{
+    relay *r = arg;
+    char buf[4096];
+    long off = 0;
+    ssize_t n;
+    while ((n = read(r->in, buf, sizeof buf)) > 0) {
+        if (r->flip_at >= off && r->flip_at < off + n) buf[r->flip_at - off] ^= 0x20;
+        off += n;
+        if (send(r->out, buf, (size_t)n, MSG_NOSIGNAL) != n) break;
+    }
+    close(r->in);
+    close(r->out);
+    return NULL;
+}
+
+/* Stream src's data into dst's staging directory; flip_at >= 0 corrupts one
+ * byte on the way.  Returns vx_shard_receive's result. */
+static int transfer(vx_shard *src, vx_shard *dst, uint64_t min_index, long flip_at)
+{
+    int a[2], b[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+    sender s = {.sh = src, .fd = a[0], .min_index = min_index};
+    relay r = {.in = a[1], .out = b[0], .flip_at = flip_at};
+    pthread_t ts, tr;
+    assert_int_equal(pthread_create(&ts, NULL, send_main, &s), 0);
+    assert_int_equal(pthread_create(&tr, NULL, relay_main, &r), 0);
+    char err[VX_SHARD_ERRMSG_LEN];
+    int rc = vx_shard_receive(dst, b[1], min_index, err);
+    if (rc != 0) fprintf(stderr, "receive: %s\n", err);
+    close(b[1]);
+    pthread_join(ts, NULL);
+    pthread_join(tr, NULL);
+    return rc;
+}
+
+static void test_transfer(void **state)
+{
+    env e;
+    env_init(&e, 400, 11);
+    char sdir[64], ddir[600], err[VX_SHARD_ERRMSG_LEN];
+    make_dir(sdir);
+    snprintf(ddir, sizeof ddir, "%s/replica", e.dir);
+    vx_shard *src = open_shard(sdir, e.pool);
+    vx_shard *dst = open_shard(ddir, e.pool);
+    /* the receiver holds other, older data: it must be replaced entirely */
+    model other;
+    model_init(&other, 400);
+    apply_upsert(dst, &other, &e.rng, 1, 300, 50);
+    uint64_t dst_applied, dst_digest = digest(dst, &dst_applied);
+
+    apply_upsert(src, &e.m, &e.rng, 1, 0, 200);
+    apply_delete(src, &e.m, 2, 10, 20);
+    wait_indexed(src);
+    assert_int_equal(vx_shard_checkpoint(src, err), 0);
+    apply_upsert(src, &e.m, &e.rng, 3, 150, 100); /* newer than the checkpoint */
+    apply_delete(src, &e.m, 4, 0, 5);
+    uint64_t src_applied, src_digest = digest(src, &src_applied);
+    assert_true(src_applied == 4);
+
+    /* a replica that has not applied what is asked refuses */
+    assert_int_equal(transfer(src, dst, 5, -1), VX_ESTATE);
+    assert_int_equal(vx_shard_install(&dst, err), VX_ESTATE);
+    /* a corrupted stream is detected, whichever byte was hit */
+    for (long flip = 20; flip < 50000; flip = flip * 7 + 13) {
+        int rc = transfer(src, dst, 4, flip);
+        assert_true(rc == VX_ECORRUPT || rc == VX_EFORMAT || rc == VX_EIO);
+        assert_int_equal(vx_shard_install(&dst, err), VX_ESTATE);
+    }
+    assert_true(digest(dst, NULL) == dst_digest);
+
+    /* a crash between the two renames of an install: the old data comes back */
+    assert_int_equal(transfer(src, dst, 4, -1), 0);
+    close_shard(dst, e.pool);
+    char old[700];
+    snprintf(old, sizeof old, "%s.old", ddir);
+    assert_int_equal(rename(ddir, old), 0);
+    dst = open_shard(ddir, e.pool);
+    uint64_t a;
+    assert_true(digest(dst, &a) == dst_digest && a == dst_applied);
+
+    /* the whole move */
+    assert_int_equal(transfer(src, dst, 4, -1), 0);
+    assert_int_equal(vx_shard_install(&dst, err), 0);
+    assert_non_null(dst);
+    assert_true(digest(dst, &a) == src_digest && a == src_applied);
+    assert_true(vx_shard_count(dst) == vx_shard_count(src));
+    wait_indexed(dst);
+    check_model(dst, &e.m, 400, 1);
+    struct stat st;
+    assert_true(stat(old, &st) != 0);
+    /* and it survives a restart */
+    close_shard(dst, e.pool);
+    dst = open_shard(ddir, e.pool);
+    assert_true(digest(dst, NULL) == src_digest);
+    check_model(dst, &e.m, 400, 7);
+
+    close_shard(src, e.pool);
+    close_shard(dst, e.pool);
+    rm_dir(sdir);
+    model_free(&other);
+    env_free(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1483,6 +1613,7 @@ int main(void)
         cmocka_unit_test(test_cosine),
         cmocka_unit_test(test_close_while_indexing),
         cmocka_unit_test(test_filters),
+        cmocka_unit_test(test_transfer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,466 @@
+/*
+ * snapshot_io.c - snapshot data beside libraft (see node.h, "snapshot data").
+ *
+ * libraft installs a leader's snapshot on a follower in two steps: it asks
+ * its raft_io to store the snapshot (snapshot_put, asynchronous), then calls
+ * the state machine's restore() from the put's callback.  While the put is
+ * pending, libraft ignores further AppendEntries and InstallSnapshot
+ * messages (replication.c: "already taking or installing snapshot"), and
+ * the leader retries later.  So the group hands libraft a wrapper raft_io
+ * that passes every call to raft_uv, except a put of a leader's snapshot
+ * (trailing == 0) that the state machine does not cover: that one is held
+ * until the data is fetched and installed, then passed on.  Because the data
+ * is in place before the snapshot is persisted, every crash leaves either
+ * the old snapshot with the old (or newer) data or the new snapshot with the
+ * new data, never a snapshot without its data.
+ *
+ * A put is never failed back to libraft: libraft 0.15 has already replaced
+ * its in-memory log by the snapshot's position when it asks, and a failed
+ * put leaves it believing it has the snapshot.  Fetches are retried until
+ * they succeed or the group closes.
+ */
+#include "base/err.h"
+#include "raft/node_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define FETCH_CONNECT_TIMEOUT_S 3
+#define XFER_IO_TIMEOUT_S 60
+#define FETCH_RETRY_MAX_MS 5000
+
+typedef struct snap_fetch {
+    vx_group *g;
+    struct raft_io_snapshot_put *req;
+    const struct raft_snapshot *snap;
+    raft_io_snapshot_put_cb cb;
+    unsigned trailing;
+    bool running;  /* a fetch thread exists, not joined yet */
+    bool received; /* the data is staged: install pending */
+    _Atomic int fd;
+    _Atomic bool cancel;
+    pthread_t th;
+    int rc;
+    char err[VX_NODE_ERRMSG_LEN + 128];
+    char address[128];
+    unsigned attempts;
+} snap_fetch;
+
+static vx_group *group_of(struct raft_io *io) { return io->impl; }
+
+static void set_timeouts(int fd)
+{
+    struct timeval tv = {XFER_IO_TIMEOUT_S, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+/* ---- fetching (the replica that lacks the data) ------------------------------- */
+
+static void *fetch_main(void *arg)
+{
+    snap_fetch *f = arg;
+    vx_group *g = f->g;
+    struct sockaddr_storage sa;
+    f->rc = VX_EIO;
+    if (vx_parse_address(f->address, &sa) != 0) {
+        snprintf(f->err, sizeof f->err, "bad leader address %s", f->address);
+        goto done;
+    }
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(f->err, sizeof f->err, "socket: %s", strerror(errno));
+        goto done;
+    }
+    atomic_store(&f->fd, fd);
+    if (atomic_load(&f->cancel)) goto close_fd;
+    struct timeval tv = {FETCH_CONNECT_TIMEOUT_S, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv); /* bounds connect() */
+    socklen_t salen = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                               : sizeof(struct sockaddr_in);
+    if (connect(fd, (struct sockaddr *)&sa, salen) != 0) {
+        snprintf(f->err, sizeof f->err, "connect %s: %s", f->address, strerror(errno));
+        goto close_fd;
+    }
+    set_timeouts(fd);
+    uint8_t hs[HS_FIXED] = {0};
+    uint32_t u32 = SN_MAGIC;
+    memcpy(hs, &u32, 4);
+    u32 = HS_VERSION;
+    memcpy(hs + 4, &u32, 4);
+    uint64_t u64 = g->gid;
+    memcpy(hs + 8, &u64, 8);
+    u64 = f->snap->index;
+    memcpy(hs + 16, &u64, 8);
+    if (send(fd, hs, sizeof hs, MSG_NOSIGNAL) != (ssize_t)sizeof hs) {
+        snprintf(f->err, sizeof f->err, "send to %s: %s", f->address, strerror(errno));
+        goto close_fd;
+    }
+    f->rc = g->snap_ops.receive(g->snap_ops.data, fd, f->snap->index, f->err);
+close_fd:
+    atomic_store(&f->fd, -1);
+    close(fd);
+done:
+    uv_async_send(&g->fetch_async);
+    return NULL;
+}
+
+static void fetch_timer_cb(uv_timer_t *t);
+
+static void fetch_schedule(snap_fetch *f, uint64_t ms)
+{
+    uv_timer_start(&f->g->fetch_timer, fetch_timer_cb, ms, 0);
+}
+
+static void fetch_finish(snap_fetch *f)
+{
+    vx_group *g = f->g;
+    g->fetch = NULL;
+    int rv = g->io.snapshot_put(&g->io, f->trailing, f->req, f->snap, f->cb);
+    if (rv != 0) f->cb(f->req, rv);
+    free(f);
+}
+
+static void fetch_step(snap_fetch *f)
+{
+    vx_group *g = f->g;
+    if (f->received) {
+        int rc = g->snap_ops.install(g->snap_ops.data, f->err);
+        if (rc == 0) {
+            fprintf(stderr, "group %" PRIu64 ": snapshot %" PRIu64 " data installed\n", g->gid,
+                    (uint64_t)f->snap->index);
+            fetch_finish(f);
+            return;
+        }
+        if (rc == VX_EFATAL) {
+            fprintf(stderr, "group %" PRIu64 ": FATAL: installing snapshot data: %s\n", g->gid,
+                    f->err);
+            abort(); /* fail-stop; vx_shard_open recovers one complete side on restart */
+        }
+        if (rc == VX_ESTATE) { /* busy (a stream is being served from it) */
+            fetch_schedule(f, 100);
+            return;
+        }
+        fprintf(stderr, "group %" PRIu64 ": installing snapshot data: %s; fetching again\n",
+                g->gid, f->err);
+        f->received = false;
+    }
+    raft_id id = 0;
+    const char *address = NULL;
+    raft_leader(&g->raft, &id, &address);
+    if (id == 0 || id == g->id || address == NULL || strlen(address) >= sizeof f->address) {
+        fetch_schedule(f, 200);
+        return;
+    }
+    snprintf(f->address, sizeof f->address, "%s", address);
+    f->err[0] = '\0';
+    f->running = true;
+    if (pthread_create(&f->th, NULL, fetch_main, f) != 0) {
+        f->running = false;
+        fetch_schedule(f, 1000);
+    }
+}
+
+static void fetch_timer_cb(uv_timer_t *t)
+{
+    vx_group *g = t->data;
+    if (g->fetch != NULL && !g->fetch->running) fetch_step(g->fetch);
+}
+
+static void fetch_async_cb(uv_async_t *a)
+{
+    vx_group *g = a->data;
+    snap_fetch *f = g->fetch;
+    if (f == NULL || !f->running) return;
+    pthread_join(f->th, NULL);
+    f->running = false;
+    if (atomic_load(&f->cancel)) return;
+    if (f->rc == 0) {
+        f->received = true;
+        fetch_step(f);
+        return;
+    }
+    f->attempts++;
+    uint64_t ms = 250u * f->attempts;
+    if (ms > FETCH_RETRY_MAX_MS) ms = FETCH_RETRY_MAX_MS;
+    fprintf(stderr,
+            "group %" PRIu64 ": fetching snapshot %" PRIu64 " from %s: %s (attempt %u; retry in "
+            "%" PRIu64 " ms)\n",
+            g->gid, (uint64_t)f->snap->index, f->address, f->err, f->attempts, ms);
+    fetch_schedule(f, ms);
+}
+
+static void fetch_cancel(vx_group *g)
+{
+    snap_fetch *f = g->fetch;
+    if (f == NULL) return;
+    atomic_store(&f->cancel, true);
+    int fd = atomic_load(&f->fd);
+    if (fd >= 0) shutdown(fd, SHUT_RDWR);
+    if (f->running) pthread_join(f->th, NULL);
+    uv_timer_stop(&g->fetch_timer);
+    g->fetch = NULL;
+    f->cb(f->req, RAFT_CANCELED); /* libraft is closing: it discards the snapshot */
+    free(f);
+}
+
+/* ---- serving (any replica whose data covers the request) -------------------------- */
+
+typedef struct serve_arg {
+    vx_group *g;
+    int slot;
+    uint64_t min_index;
+} serve_arg;
+
+static void *serve_main(void *arg)
+{
+    serve_arg *a = arg;
+    vx_group *g = a->g;
+    char err[VX_NODE_ERRMSG_LEN];
+    int fd = g->serve_fds[a->slot];
+    int rc = g->snap_ops.serve(g->snap_ops.data, fd, a->min_index, err);
+    if (rc != 0)
+        fprintf(stderr, "group %" PRIu64 ": serving snapshot data: %s\n", g->gid, err);
+    pthread_mutex_lock(&g->serve_mu);
+    close(fd);
+    g->serve_fds[a->slot] = -2; /* finished, to be joined */
+    g->serve_done[a->slot] = true;
+    pthread_mutex_unlock(&g->serve_mu);
+    free(a);
+    uv_async_send(&g->serve_async);
+    return NULL;
+}
+
+static void serve_reap(vx_group *g, bool all)
+{
+    pthread_mutex_lock(&g->serve_mu);
+    if (all)
+        for (int i = 0; i < SN_MAX_SERVES; i++)
+            if (g->serve_fds[i] >= 0) shutdown(g->serve_fds[i], SHUT_RDWR);
+    pthread_mutex_unlock(&g->serve_mu);
+    for (int i = 0; i < SN_MAX_SERVES; i++) {
+        pthread_mutex_lock(&g->serve_mu);
+        bool join = g->serve_fds[i] != -1 && (all || g->serve_done[i]);
+        pthread_mutex_unlock(&g->serve_mu);
+        if (!join) continue;
+        pthread_join(g->serve_threads[i], NULL);
+        pthread_mutex_lock(&g->serve_mu);
+        g->serve_fds[i] = -1;
+        g->serve_done[i] = false;
+        pthread_mutex_unlock(&g->serve_mu);
+    }
+}
+
+static void serve_async_cb(uv_async_t *a) { serve_reap(a->data, false); }
+
+void vx_group_serve_snapshot(vx_group *g, uv_tcp_t *tcp, uint64_t min_index)
+{
+    uv_os_fd_t ufd;
+    if (g->snap_ops.serve == NULL || g->wio_close_cb != NULL || uv_fileno((uv_handle_t *)tcp, &ufd) != 0)
+        return;
+    pthread_mutex_lock(&g->serve_mu);
+    int slot = -1;
+    for (int i = 0; i < SN_MAX_SERVES && slot < 0; i++)
+        if (g->serve_fds[i] == -1) slot = i;
+    int fd = slot >= 0 ? fcntl(ufd, F_DUPFD_CLOEXEC, 0) : -1;
+    serve_arg *a = fd >= 0 ? malloc(sizeof(*a)) : NULL;
+    if (a == NULL) {
+        if (fd >= 0) close(fd);
+        pthread_mutex_unlock(&g->serve_mu);
+        return; /* too many at once: the fetcher retries */
+    }
+    /* the duplicate shares the file description libuv made non-blocking */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    set_timeouts(fd);
+    *a = (serve_arg){g, slot, min_index};
+    g->serve_fds[slot] = fd;
+    g->serve_done[slot] = false;
+    if (pthread_create(&g->serve_threads[slot], NULL, serve_main, a) != 0) {
+        g->serve_fds[slot] = -1;
+        close(fd);
+        free(a);
+    }
+    pthread_mutex_unlock(&g->serve_mu);
+}
+
+/* ---- the raft_io wrapper ---------------------------------------------------------------- */
+
+static int w_init(struct raft_io *io, raft_id id, const char *address)
+{
+    vx_group *g = group_of(io);
+    g->io.data = io->data; /* raft_uv calls libraft back with its own io */
+    int rv = g->io.init(&g->io, id, address);
+    if (rv != 0) memcpy(io->errmsg, g->io.errmsg, sizeof io->errmsg);
+    return rv;
+}
+
+static void handle_closed_cb(uv_handle_t *h)
+{
+    vx_group *g = h->data;
+    if (--g->handles_open == 0) g->io.close(&g->io, g->wio_close_cb);
+}
+
+static void w_close(struct raft_io *io, raft_io_close_cb cb)
+{
+    vx_group *g = group_of(io);
+    g->wio_close_cb = cb;
+    fetch_cancel(g);
+    serve_reap(g, true);
+    if (g->handles_open == 0) {
+        g->io.close(&g->io, cb);
+        return;
+    }
+    uv_handle_t *h[3] = {(uv_handle_t *)&g->fetch_timer, (uv_handle_t *)&g->fetch_async,
+                         (uv_handle_t *)&g->serve_async};
+    for (unsigned i = 0, n = g->handles_open; i < n; i++) uv_close(h[i], handle_closed_cb);
+}
+
+static int w_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
+                  struct raft_snapshot **snapshot, raft_index *start_index,
+                  struct raft_entry *entries[], size_t *n_entries)
+{
+    vx_group *g = group_of(io);
+    int rv = g->io.load(&g->io, term, voted_for, snapshot, start_index, entries, n_entries);
+    if (rv != 0) memcpy(io->errmsg, g->io.errmsg, sizeof io->errmsg);
+    return rv;
+}
+
+static int w_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv)
+{
+    vx_group *g = group_of(io);
+    int rv = g->io.start(&g->io, msecs, tick, recv);
+    if (rv != 0) memcpy(io->errmsg, g->io.errmsg, sizeof io->errmsg);
+    return rv;
+}
+
+static int w_bootstrap(struct raft_io *io, const struct raft_configuration *conf)
+{
+    vx_group *g = group_of(io);
+    int rv = g->io.bootstrap(&g->io, conf);
+    if (rv != 0) memcpy(io->errmsg, g->io.errmsg, sizeof io->errmsg);
+    return rv;
+}
+
+static int w_recover(struct raft_io *io, const struct raft_configuration *conf)
+{
+    vx_group *g = group_of(io);
+    return g->io.recover(&g->io, conf);
+}
+
+static int w_set_term(struct raft_io *io, raft_term term)
+{
+    return group_of(io)->io.set_term(&group_of(io)->io, term);
+}
+
+static int w_set_vote(struct raft_io *io, raft_id server_id)
+{
+    return group_of(io)->io.set_vote(&group_of(io)->io, server_id);
+}
+
+static int w_send(struct raft_io *io, struct raft_io_send *req, const struct raft_message *message,
+                  raft_io_send_cb cb)
+{
+    return group_of(io)->io.send(&group_of(io)->io, req, message, cb);
+}
+
+static int w_append(struct raft_io *io, struct raft_io_append *req,
+                    const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
+{
+    return group_of(io)->io.append(&group_of(io)->io, req, entries, n, cb);
+}
+
+static int w_truncate(struct raft_io *io, raft_index index)
+{
+    return group_of(io)->io.truncate(&group_of(io)->io, index);
+}
+
+static int w_snapshot_put(struct raft_io *io, unsigned trailing, struct raft_io_snapshot_put *req,
+                          const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb)
+{
+    vx_group *g = group_of(io);
+    bool install = trailing == 0 && g->snap_ops.receive != NULL && g->fetch == NULL &&
+                   !g->snap_ops.covers(g->snap_ops.data, snapshot);
+    if (!install) return g->io.snapshot_put(&g->io, trailing, req, snapshot, cb);
+    snap_fetch *f = calloc(1, sizeof(*f));
+    if (f == NULL) return RAFT_NOMEM;
+    f->g = g;
+    f->req = req;
+    f->snap = snapshot;
+    f->cb = cb;
+    f->trailing = trailing;
+    atomic_store(&f->fd, -1);
+    g->fetch = f;
+    fprintf(stderr, "group %" PRIu64 ": snapshot %" PRIu64 " (term %" PRIu64
+                    ") needs data this replica lacks: fetching it\n",
+            g->gid, (uint64_t)snapshot->index, (uint64_t)snapshot->term);
+    fetch_step(f);
+    return 0;
+}
+
+static int w_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
+                          raft_io_snapshot_get_cb cb)
+{
+    return group_of(io)->io.snapshot_get(&group_of(io)->io, req, cb);
+}
+
+static raft_time w_time(struct raft_io *io) { return group_of(io)->io.time(&group_of(io)->io); }
+
+static int w_random(struct raft_io *io, int min, int max)
+{
+    return group_of(io)->io.random(&group_of(io)->io, min, max);
+}
+
+static int w_async_work(struct raft_io *io, struct raft_io_async_work *req,
+                        raft_io_async_work_cb cb)
+{
+    return group_of(io)->io.async_work(&group_of(io)->io, req, cb);
+}
+
+void vx_group_io_wrap(vx_group *g)
+{
+    struct raft_io *w = &g->wio;
+    memset(w, 0, sizeof(*w));
+    w->version = g->io.version;
+    w->impl = g;
+    w->init = w_init;
+    w->close = w_close;
+    w->load = w_load;
+    w->start = w_start;
+    w->bootstrap = w_bootstrap;
+    w->recover = w_recover;
+    w->set_term = w_set_term;
+    w->set_vote = w_set_vote;
+    w->send = w_send;
+    w->append = w_append;
+    w->truncate = w_truncate;
+    w->snapshot_put = w_snapshot_put;
+    w->snapshot_get = w_snapshot_get;
+    w->time = w_time;
+    w->random = w_random;
+    if (g->io.version >= 2) w->async_work = w_async_work;
+    pthread_mutex_init(&g->serve_mu, NULL);
+    for (int i = 0; i < SN_MAX_SERVES; i++) g->serve_fds[i] = -1;
+}
+
+int vx_group_io_start(vx_group *g)
+{
+    uv_loop_t *loop = g->node->loop;
+    g->fetch_timer.data = g->fetch_async.data = g->serve_async.data = g;
+    if (uv_timer_init(loop, &g->fetch_timer) != 0) return VX_EIO;
+    g->handles_open = 1;
+    if (uv_async_init(loop, &g->fetch_async, fetch_async_cb) != 0) return VX_EIO;
+    g->handles_open = 2;
+    if (uv_async_init(loop, &g->serve_async, serve_async_cb) != 0) return VX_EIO;
+    g->handles_open = 3;
+    return 0;
+}
+
+void vx_group_set_snapshot_ops(vx_group *g, const vx_snapshot_ops *ops) { g->snap_ops = *ops; }
