@@ -1,0 +1,308 @@
+/*
+ * test_snapshot.c - snapshot installs with their data streamed beside
+ * libraft (raft/snapshot_io.c, shard/xfer.c), over real TCP on 127.0.0.1.
+ *
+ * One shard group on three node hosts (one libuv loop), with a small
+ * snapshot threshold so the leader compacts its log often:
+ *   1. a replica is stopped, writes go on past several snapshots, and it is
+ *      restarted: its log ends before the leader's first entry, so the
+ *      leader sends a snapshot; the replica fetches the leader's data,
+ *      swaps it in for its own, and catches up (equal digests);
+ *   2. a fresh node joins as a learner: the same from an empty directory;
+ *   3. a linearizable read: after a barrier on the leader, a search sees the
+ *      last acknowledged write; a follower refuses the barrier.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "base/err.h"
+#include "base/workpool.h"
+#include "raft/node.h"
+#include "raft/shard_fsm.h"
+#include "shard/command.h"
+#include "testutil.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define NODES 4 /* three voters, then a learner */
+#define GID 7
+#define DIM 32
+#define PER_BATCH 20
+
+typedef struct cluster {
+    uv_loop_t loop;
+    vx_workpool *pool;
+    vx_node *node[NODES];
+    vx_group *grp[NODES];
+    vx_shard_fsm fsm[NODES];
+    char addr[NODES][32];
+    bool up[NODES];
+    char root[64];
+    int acked, proposed, closed;
+    uint64_t next_point;
+    vx_rng rng;
+    float last_vec[DIM];
+    uint64_t last_id;
+} cluster;
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+    cluster *c = req->data;
+    (void)result;
+    if (status == 0) c->acked++;
+    free(req);
+}
+
+static int leader_of(cluster *c)
+{
+    for (int n = 0; n < NODES; n++)
+        if (c->up[n] && raft_state(vx_group_raft(c->grp[n])) == RAFT_LEADER) return n;
+    return -1;
+}
+
+static bool run_until(cluster *c, bool (*pred)(cluster *), int deadline_ms)
+{
+    double end = vx_test_now() + deadline_ms / 1000.0;
+    while (!pred(c) && vx_test_now() < end) uv_run(&c->loop, UV_RUN_ONCE);
+    return pred(c);
+}
+
+static bool has_leader(cluster *c) { return leader_of(c) >= 0; }
+static bool all_acked(cluster *c) { return c->acked == c->proposed; }
+
+static bool all_applied(cluster *c)
+{
+    int l = leader_of(c);
+    if (l < 0) return false;
+    raft_index last = raft_last_applied(vx_group_raft(c->grp[l]));
+    for (int n = 0; n < NODES; n++)
+        if (c->up[n] && raft_last_applied(vx_group_raft(c->grp[n])) < last) return false;
+    return true;
+}
+
+static void propose(cluster *c, int l)
+{
+    vx_cmd_buf b;
+    vx_cmd_begin(&b, VX_CMD_UPSERT);
+    for (int i = 0; i < PER_BATCH; i++) {
+        vx_point_id id;
+        c->last_id = c->next_point++;
+        vx_id_from_uint(&id, c->last_id);
+        for (int d = 0; d < DIM; d++) c->last_vec[d] = vx_rng_normal(&c->rng);
+        vx_cmd_add_point(&b, &id, c->last_vec, DIM, "{\"k\":1}", 7);
+    }
+    uint8_t *data;
+    size_t len;
+    assert_int_equal(vx_cmd_finish(&b, &data, &len), 0);
+    struct raft_apply *req = malloc(sizeof(*req));
+    req->data = c;
+    struct raft_buffer buf = {data, len};
+    if (raft_apply(vx_group_raft(c->grp[l]), req, &buf, 1, apply_cb) != 0) {
+        free(data);
+        free(req);
+        return;
+    }
+    c->proposed++;
+}
+
+/* `batches` acknowledged batches, at most 16 in flight. */
+static void write_batches(cluster *c, int batches)
+{
+    for (int b = 0; b < batches;) {
+        assert_true(run_until(c, has_leader, 20000));
+        int l = leader_of(c);
+        for (int k = 0; k < 16 && b < batches; k++, b++) propose(c, l);
+        assert_true(run_until(c, all_acked, 20000));
+    }
+}
+
+static void open_node(cluster *c, int n, bool bootstrap)
+{
+    char dir[128], err[VX_NODE_ERRMSG_LEN], serr[VX_SHARD_ERRMSG_LEN];
+    snprintf(dir, sizeof dir, "%s/n%d", c->root, n);
+    int rc = vx_node_new(&c->loop, c->addr[n], dir, &c->node[n], err);
+    if (rc) fprintf(stderr, "node: %s\n", err);
+    assert_int_equal(rc, 0);
+    snprintf(dir, sizeof dir, "%s/n%d/shard", c->root, n);
+    vx_shard_config cfg = {0};
+    vx_index_config_default(&cfg.index, DIM, VX_METRIC_L2);
+    vx_shard *sh;
+    assert_int_equal(vx_shard_open(dir, &cfg, c->pool, &sh, serr), 0);
+    vx_shard_fsm_init(&c->fsm[n], sh);
+    vx_group_options opt = {.election_timeout_ms = 1000,
+                            .heartbeat_timeout_ms = 100,
+                            .snapshot_threshold = 64,
+                            .snapshot_trailing = 16};
+    assert_int_equal(
+        vx_group_new(c->node[n], GID, (raft_id)n + 1, &c->fsm[n].fsm, &opt, &c->grp[n], err), 0);
+    c->fsm[n].raft = vx_group_raft(c->grp[n]);
+    vx_snapshot_ops ops;
+    vx_shard_fsm_snapshot_ops(&c->fsm[n], &ops);
+    vx_group_set_snapshot_ops(c->grp[n], &ops);
+    if (bootstrap) {
+        raft_id ids[3] = {1, 2, 3};
+        const char *addrs[3] = {c->addr[0], c->addr[1], c->addr[2]};
+        assert_int_equal(vx_group_bootstrap(c->grp[n], 3, ids, addrs), 0);
+    }
+    assert_int_equal(vx_group_start(c->grp[n]), 0);
+    c->up[n] = true;
+}
+
+static void node_closed(void *data) { ((cluster *)data)->closed++; }
+static int g_want_closed;
+static bool closed_enough(cluster *c) { return c->closed >= g_want_closed; }
+
+static void close_node(cluster *c, int n)
+{
+    c->up[n] = false;
+    g_want_closed = c->closed + 1;
+    vx_node_close(c->node[n], node_closed, c);
+    assert_true(run_until(c, closed_enough, 10000));
+    vx_shard_close(c->fsm[n].shard);
+    vx_shard_fsm_destroy(&c->fsm[n]);
+}
+
+static void expect_same_data(cluster *c)
+{
+    assert_true(run_until(c, all_applied, 30000));
+    uint64_t d0 = 0, a0 = 0;
+    bool first = true;
+    for (int n = 0; n < NODES; n++) {
+        if (!c->up[n]) continue;
+        uint64_t d, a;
+        assert_int_equal(vx_shard_digest(c->fsm[n].shard, &d, &a), 0);
+        assert_int_equal(vx_shard_count(c->fsm[n].shard), c->next_point);
+        if (first) {
+            d0 = d;
+            a0 = a;
+            first = false;
+        }
+        if (d != d0 || a != a0)
+            fail_msg("node %d: digest %llx at %llu, node 0's %llx at %llu", n,
+                     (unsigned long long)d, (unsigned long long)a, (unsigned long long)d0,
+                     (unsigned long long)a0);
+    }
+}
+
+static unsigned snapshot_files(cluster *c, int n)
+{
+    char dir[160];
+    snprintf(dir, sizeof dir, "%s/n%d/g%d/raft", c->root, n, GID);
+    DIR *d = opendir(dir);
+    unsigned count = 0;
+    if (d == NULL) return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) count += strncmp(e->d_name, "snapshot-", 9) == 0;
+    closedir(d);
+    return count;
+}
+
+/* The last written point is the nearest neighbour of its own vector. */
+static void expect_last_point(cluster *c, int n)
+{
+    vx_shard *sh = vx_shard_fsm_acquire(&c->fsm[n]);
+    vx_shard_hit hit;
+    uint32_t got = 0;
+    vx_search_params p = {.ef = 64};
+    assert_int_equal(vx_shard_search(sh, c->last_vec, 1, &p, &hit, &got), 0);
+    vx_shard_fsm_release(&c->fsm[n]);
+    vx_point_id want;
+    vx_id_from_uint(&want, c->last_id);
+    assert_int_equal(got, 1);
+    assert_true(vx_id_equal(&hit.id, &want));
+}
+
+typedef struct step {
+    int status; /* 1 = pending */
+} step;
+static void step_done(void *data, int status) { ((step *)data)->status = status; }
+static step *g_step;
+static bool step_finished(cluster *c)
+{
+    (void)c;
+    return g_step->status != 1;
+}
+
+static void test_snapshot_install(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    cluster *c = calloc(1, sizeof(*c));
+    assert_int_equal(uv_loop_init(&c->loop), 0);
+    assert_int_equal(vx_workpool_new(1, &c->pool), 0);
+    vx_rng_seed(&c->rng, vx_test_seed(5));
+    snprintf(c->root, sizeof c->root, "/tmp/vx_snap_XXXXXX");
+    assert_non_null(mkdtemp(c->root));
+    int base = 20000 + (int)(vx_test_seed(5) * 6151 % 20000);
+    for (int n = 0; n < NODES; n++) snprintf(c->addr[n], sizeof c->addr[n], "127.0.0.1:%d", base + n);
+    for (int n = 0; n < 3; n++) open_node(c, n, true);
+    write_batches(c, 100);
+    expect_same_data(c);
+    assert_true(snapshot_files(c, leader_of(c)) > 0);
+
+    /* 1. a stopped replica falls behind the leader's compacted log */
+    int l = leader_of(c);
+    int victim = (l + 1) % 3;
+    close_node(c, victim);
+    write_batches(c, 200);
+    open_node(c, victim, false);
+    vx_shard *before = c->fsm[victim].shard;
+    expect_same_data(c);
+    assert_true(c->fsm[victim].shard != before); /* its data was replaced, not replayed */
+    expect_last_point(c, victim);
+    fprintf(stderr, "restarted replica %d installed the leader's snapshot data and caught up\n",
+            victim + 1);
+
+    /* 2. a new, empty node joins as a learner */
+    open_node(c, 3, false);
+    before = c->fsm[3].shard;
+    step s = {1};
+    g_step = &s;
+    l = leader_of(c);
+    assert_int_equal(vx_group_add_learner(c->grp[l], 4, c->addr[3], step_done, &s), 0);
+    assert_true(run_until(c, step_finished, 20000));
+    assert_int_equal(s.status, 0);
+    write_batches(c, 5);
+    expect_same_data(c);
+    assert_true(c->fsm[3].shard != before);
+    expect_last_point(c, 3);
+    fprintf(stderr, "a new learner installed the snapshot data and caught up\n");
+
+    /* 3. linearizable read: barrier, then search the leader's replica */
+    l = leader_of(c);
+    write_batches(c, 1);
+    s.status = 1;
+    assert_int_equal(vx_group_barrier(c->grp[l], step_done, &s), 0);
+    assert_true(run_until(c, step_finished, 10000));
+    assert_int_equal(s.status, 0);
+    expect_last_point(c, l);
+    s.status = 1;
+    int rc = vx_group_barrier(c->grp[(l + 1) % 3], step_done, &s);
+    assert_int_equal(rc, VX_ESTATE);
+
+    for (int n = 0; n < NODES; n++)
+        if (c->up[n]) close_node(c, n);
+    uv_run(&c->loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&c->loop), 0);
+    vx_workpool_free(c->pool);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", c->root);
+    assert_int_equal(system(cmd), 0);
+    free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_snapshot_install),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
