@@ -8,10 +8,10 @@
  * uses for versions and idempotent replay.
  *
  * Snapshots (design in docs/replication.md): libraft keeps snapshots whole
- * in memory, so ours carry no data.  snapshot() checkpoints the shard -- the
- * LMDB store is fsynced and the index saved -- and returns a 32-byte
- * descriptor {magic, version, applied index, store digest}; only then may
- * libraft drop the log entries it covers.  restore() of a descriptor the
+ * in memory, so ours carry no data: a 32-byte descriptor {magic, version,
+ * applied index, reserved}.  Taking one checkpoints the shard -- the LMDB
+ * store is fsynced and the index saved -- off the loop thread (libraft's
+ * snapshot_async); only then may libraft drop the log entries it covers.  restore() of a descriptor the
  * local store covers is a no-op.  A replica whose store is behind a
  * leader's descriptor gets the data before libraft sees the snapshot: the
  * node host fetches it with vx_shard_fsm_snapshot_ops() (node.h), the

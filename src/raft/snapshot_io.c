@@ -428,7 +428,9 @@ void vx_group_io_wrap(vx_group *g)
 {
     struct raft_io *w = &g->wio;
     memset(w, 0, sizeof(*w));
-    w->version = g->io.version;
+    /* raft_uv 0.15 says version 1 but implements async_work (a version 2
+     * method), which async snapshots need: say what it does */
+    w->version = g->io.async_work != NULL ? 2 : g->io.version;
     w->impl = g;
     w->init = w_init;
     w->close = w_close;
@@ -445,7 +447,7 @@ void vx_group_io_wrap(vx_group *g)
     w->snapshot_get = w_snapshot_get;
     w->time = w_time;
     w->random = w_random;
-    if (g->io.version >= 2) w->async_work = w_async_work;
+    if (g->io.async_work != NULL) w->async_work = w_async_work;
     pthread_mutex_init(&g->serve_mu, NULL);
     for (int i = 0; i < SN_MAX_SERVES; i++) g->serve_fds[i] = -1;
 }

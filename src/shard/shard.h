@@ -25,8 +25,9 @@
  * removed; a missing or corrupt checkpoint means a rebuild from the store,
  * never a failure to open.
  *
- * Threading: apply and checkpoint from one thread (the Raft loop's apply
- * path); search, get and digest from any thread.
+ * Threading: apply from one thread (the Raft loop's apply path);
+ * checkpoint from one thread at a time, concurrently with apply; search,
+ * get, digest and send from any thread.
  */
 #ifndef VX_SHARD_SHARD_H
 #define VX_SHARD_SHARD_H

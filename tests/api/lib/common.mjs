@@ -23,7 +23,7 @@ export const SEED = parseSeed(process.env.VX_SEED);
 
 // Printed once per test file (each file runs in its own process under node --test).
 const fileTag = basename(process.argv[1] || 'test');
-process.stdout.write(`# ${fileTag}: VX_SEED=${SEED} VECTRON_URL=${BASE_URL}\n`);
+process.stdout.write(`${fileTag}: VX_SEED=${SEED} VECTRON_URL=${BASE_URL}\n`);
 
 /* ------------------------------------------------------------------ */
 /* Deterministic randomness                                           */
