@@ -352,7 +352,7 @@ int vx_group_new(vx_node *n, uint64_t gid, raft_id id, struct raft_fsm *fsm,
         return VX_EIO;
     }
     vx_group_io_wrap(g);
-    rv = raft_init(&g->raft, &g->wio, fsm, id, n->address);
+    rv = raft_init(&g->raft, &g->wrap.io, fsm, id, n->address);
     if (rv != 0) {
         vx_errf(errbuf, VX_NODE_ERRMSG_LEN, VX_EIO, "raft init for group %" PRIu64 ": %s", gid,
                 raft_errmsg(&g->raft));

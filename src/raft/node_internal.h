@@ -5,6 +5,7 @@
 #ifndef VX_RAFT_NODE_INTERNAL_H
 #define VX_RAFT_NODE_INTERNAL_H
 
+#include "raft/io_wrap.h"
 #include "raft/node.h"
 
 #include <pthread.h>
@@ -32,13 +33,15 @@ struct vx_group {
     bool raft_inited, closed;
     struct vx_group *next;
 
-    /* snapshot data (snapshot_io.c): libraft talks to `wio`, which passes
-     * everything to `io` (raft_uv) except the install of a snapshot whose
-     * data this replica lacks: that waits until the data is fetched. */
-    struct raft_io wio;
+    /* libraft talks to `wrap` (io_wrap.h: the commit-rule guard), which
+     * passes everything to `io` (raft_uv) except the install of a snapshot
+     * whose data this replica lacks: that waits until the data is fetched
+     * (snapshot_io.c). */
+    vx_io_wrap wrap;
+    void (*wrap_done)(vx_io_wrap *w);
     vx_snapshot_ops snap_ops; /* .receive == NULL: none */
     struct snap_fetch *fetch; /* the install in progress, or NULL */
-    raft_io_close_cb wio_close_cb;
+    bool closing_io;
     uv_async_t serve_async;
     uv_timer_t fetch_timer;
     uv_async_t fetch_async;
@@ -63,8 +66,8 @@ struct vx_node {
 
 
 /* snapshot_io.c */
-void vx_group_io_wrap(vx_group *g);            /* before raft_init */
-int vx_group_io_start(vx_group *g);             /* after raft_init: handles */
+void vx_group_io_wrap(vx_group *g); /* before raft_init */
+int vx_group_io_start(vx_group *g); /* after raft_init: handles */
 void vx_group_serve_snapshot(vx_group *g, uv_tcp_t *tcp, uint64_t min_index); /* loop */
 int vx_parse_address(const char *address, struct sockaddr_storage *sa);
 

@@ -31,10 +31,27 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
  * drop log entries.  So neither the fsync nor the index save (seconds for a
  * large shard) stalls the other groups on the loop.  libraft takes no
  * snapshot while it installs one, so the shard is not replaced meanwhile. */
+static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    vx_shard_fsm *f = fsm->data;
+    char err[VX_SHARD_ERRMSG_LEN];
+    (void)bufs;
+    (void)n_bufs;
+    if (vx_shard_checkpoint(f->shard, err) != 0) {
+        fprintf(stderr, "snapshot: %s\n", err);
+        return RAFT_IOERR;
+    }
+    return 0;
+}
+
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     vx_shard_fsm *f = fsm->data;
     if (vx_shard_failed(f->shard)) return RAFT_IOERR;
+    if (fsm->snapshot_async == NULL) { /* an io without async work: checkpoint here */
+        int rv = fsm_snapshot_async(fsm, bufs, n_bufs);
+        if (rv != 0) return rv;
+    }
     struct raft_buffer *b = raft_malloc(sizeof(*b));
     uint8_t *d = raft_malloc(SNAP_LEN);
     if (b == NULL || d == NULL) {
@@ -51,19 +68,6 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     b->len = SNAP_LEN;
     *bufs = b;
     *n_bufs = 1;
-    return 0;
-}
-
-static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
-{
-    vx_shard_fsm *f = fsm->data;
-    char err[VX_SHARD_ERRMSG_LEN];
-    (void)bufs;
-    (void)n_bufs;
-    if (vx_shard_checkpoint(f->shard, err) != 0) {
-        fprintf(stderr, "snapshot: %s\n", err);
-        return RAFT_IOERR;
-    }
     return 0;
 }
 
@@ -140,6 +144,8 @@ void vx_shard_fsm_snapshot_ops(vx_shard_fsm *f, vx_snapshot_ops *ops)
                              .receive = ops_receive,
                              .install = ops_install};
 }
+
+void vx_shard_fsm_sync_snapshots(vx_shard_fsm *f) { f->fsm.snapshot_async = NULL; }
 
 vx_shard *vx_shard_fsm_acquire(vx_shard_fsm *f)
 {

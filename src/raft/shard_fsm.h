@@ -56,6 +56,9 @@ typedef struct vx_shard_fsm {
 } vx_shard_fsm;
 
 void vx_shard_fsm_init(vx_shard_fsm *f, vx_shard *shard);
+/* For a raft_io without async work (libraft's fixture): snapshots checkpoint
+ * on the loop thread. */
+void vx_shard_fsm_sync_snapshots(vx_shard_fsm *f);
 void vx_shard_fsm_destroy(vx_shard_fsm *f);
 /* The operations to give vx_group_set_snapshot_ops. */
 void vx_shard_fsm_snapshot_ops(vx_shard_fsm *f, vx_snapshot_ops *ops);

@@ -54,7 +54,6 @@ typedef struct snap_fetch {
     unsigned attempts;
 } snap_fetch;
 
-static vx_group *group_of(struct raft_io *io) { return io->impl; }
 
 static void set_timeouts(int fd)
 {
@@ -264,7 +263,7 @@ static void serve_async_cb(uv_async_t *a) { serve_reap(a->data, false); }
 void vx_group_serve_snapshot(vx_group *g, uv_tcp_t *tcp, uint64_t min_index)
 {
     uv_os_fd_t ufd;
-    if (g->snap_ops.serve == NULL || g->wio_close_cb != NULL || uv_fileno((uv_handle_t *)tcp, &ufd) != 0)
+    if (g->snap_ops.serve == NULL || g->closing_io || uv_fileno((uv_handle_t *)tcp, &ufd) != 0)
         return;
     pthread_mutex_lock(&g->serve_mu);
     int slot = -1;
@@ -291,106 +290,17 @@ void vx_group_serve_snapshot(vx_group *g, uv_tcp_t *tcp, uint64_t min_index)
     pthread_mutex_unlock(&g->serve_mu);
 }
 
-/* ---- the raft_io wrapper ---------------------------------------------------------------- */
+/* ---- hooks on the group's raft_io wrapper --------------------------------------------- */
 
-static int w_init(struct raft_io *io, raft_id id, const char *address)
+static bool hook_snapshot_put(void *data, unsigned trailing, struct raft_io_snapshot_put *req,
+                              const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb)
 {
-    vx_group *g = group_of(io);
-    g->io.data = io->data; /* raft_uv calls libraft back with its own io */
-    int rv = g->io.init(&g->io, id, address);
-    if (rv != 0) memcpy(io->errmsg, g->io.errmsg, sizeof io->errmsg);
-    return rv;
-}
-
-static void handle_closed_cb(uv_handle_t *h)
-{
-    vx_group *g = h->data;
-    if (--g->handles_open == 0) g->io.close(&g->io, g->wio_close_cb);
-}
-
-static void w_close(struct raft_io *io, raft_io_close_cb cb)
-{
-    vx_group *g = group_of(io);
-    g->wio_close_cb = cb;
-    fetch_cancel(g);
-    serve_reap(g, true);
-    if (g->handles_open == 0) {
-        g->io.close(&g->io, cb);
-        return;
-    }
-    uv_handle_t *h[3] = {(uv_handle_t *)&g->fetch_timer, (uv_handle_t *)&g->fetch_async,
-                         (uv_handle_t *)&g->serve_async};
-    for (unsigned i = 0, n = g->handles_open; i < n; i++) uv_close(h[i], handle_closed_cb);
-}
-
-static int w_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
-                  struct raft_snapshot **snapshot, raft_index *start_index,
-                  struct raft_entry *entries[], size_t *n_entries)
-{
-    vx_group *g = group_of(io);
-    int rv = g->io.load(&g->io, term, voted_for, snapshot, start_index, entries, n_entries);
-    if (rv != 0) memcpy(io->errmsg, g->io.errmsg, sizeof io->errmsg);
-    return rv;
-}
-
-static int w_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv)
-{
-    vx_group *g = group_of(io);
-    int rv = g->io.start(&g->io, msecs, tick, recv);
-    if (rv != 0) memcpy(io->errmsg, g->io.errmsg, sizeof io->errmsg);
-    return rv;
-}
-
-static int w_bootstrap(struct raft_io *io, const struct raft_configuration *conf)
-{
-    vx_group *g = group_of(io);
-    int rv = g->io.bootstrap(&g->io, conf);
-    if (rv != 0) memcpy(io->errmsg, g->io.errmsg, sizeof io->errmsg);
-    return rv;
-}
-
-static int w_recover(struct raft_io *io, const struct raft_configuration *conf)
-{
-    vx_group *g = group_of(io);
-    return g->io.recover(&g->io, conf);
-}
-
-static int w_set_term(struct raft_io *io, raft_term term)
-{
-    return group_of(io)->io.set_term(&group_of(io)->io, term);
-}
-
-static int w_set_vote(struct raft_io *io, raft_id server_id)
-{
-    return group_of(io)->io.set_vote(&group_of(io)->io, server_id);
-}
-
-static int w_send(struct raft_io *io, struct raft_io_send *req, const struct raft_message *message,
-                  raft_io_send_cb cb)
-{
-    return group_of(io)->io.send(&group_of(io)->io, req, message, cb);
-}
-
-static int w_append(struct raft_io *io, struct raft_io_append *req,
-                    const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
-{
-    return group_of(io)->io.append(&group_of(io)->io, req, entries, n, cb);
-}
-
-static int w_truncate(struct raft_io *io, raft_index index)
-{
-    return group_of(io)->io.truncate(&group_of(io)->io, index);
-}
-
-static int w_snapshot_put(struct raft_io *io, unsigned trailing, struct raft_io_snapshot_put *req,
-                          const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb)
-{
-    vx_group *g = group_of(io);
+    vx_group *g = data;
     bool install = trailing == 0 && g->snap_ops.receive != NULL && g->fetch == NULL &&
-                   !g->snap_ops.covers(g->snap_ops.data, snapshot);
-    if (!install) return g->io.snapshot_put(&g->io, trailing, req, snapshot, cb);
+                   !g->closing_io && !g->snap_ops.covers(g->snap_ops.data, snapshot);
+    if (!install) return false;
     snap_fetch *f = calloc(1, sizeof(*f));
-    if (f == NULL) return RAFT_NOMEM;
+    if (f == NULL) return false; /* libraft persists it; restore() then refuses */
     f->g = g;
     f->req = req;
     f->snap = snapshot;
@@ -398,56 +308,40 @@ static int w_snapshot_put(struct raft_io *io, unsigned trailing, struct raft_io_
     f->trailing = trailing;
     atomic_store(&f->fd, -1);
     g->fetch = f;
-    fprintf(stderr, "group %" PRIu64 ": snapshot %" PRIu64 " (term %" PRIu64
-                    ") needs data this replica lacks: fetching it\n",
+    fprintf(stderr,
+            "group %" PRIu64 ": snapshot %" PRIu64 " (term %" PRIu64
+            ") needs data this replica lacks: fetching it\n",
             g->gid, (uint64_t)snapshot->index, (uint64_t)snapshot->term);
     fetch_step(f);
-    return 0;
+    return true;
 }
 
-static int w_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
-                          raft_io_snapshot_get_cb cb)
+static void handle_closed_cb(uv_handle_t *h)
 {
-    return group_of(io)->io.snapshot_get(&group_of(io)->io, req, cb);
+    vx_group *g = h->data;
+    if (--g->handles_open == 0) g->wrap_done(&g->wrap);
 }
 
-static raft_time w_time(struct raft_io *io) { return group_of(io)->io.time(&group_of(io)->io); }
-
-static int w_random(struct raft_io *io, int min, int max)
+static void hook_close(void *data, vx_io_wrap *w, void (*done)(vx_io_wrap *w))
 {
-    return group_of(io)->io.random(&group_of(io)->io, min, max);
-}
-
-static int w_async_work(struct raft_io *io, struct raft_io_async_work *req,
-                        raft_io_async_work_cb cb)
-{
-    return group_of(io)->io.async_work(&group_of(io)->io, req, cb);
+    vx_group *g = data;
+    g->closing_io = true;
+    fetch_cancel(g);
+    serve_reap(g, true);
+    if (g->handles_open == 0) {
+        done(w);
+        return;
+    }
+    g->wrap_done = done;
+    uv_handle_t *h[3] = {(uv_handle_t *)&g->fetch_timer, (uv_handle_t *)&g->fetch_async,
+                         (uv_handle_t *)&g->serve_async};
+    for (unsigned i = 0, n = g->handles_open; i < n; i++) uv_close(h[i], handle_closed_cb);
 }
 
 void vx_group_io_wrap(vx_group *g)
 {
-    struct raft_io *w = &g->wio;
-    memset(w, 0, sizeof(*w));
-    /* raft_uv 0.15 says version 1 but implements async_work (a version 2
-     * method), which async snapshots need: say what it does */
-    w->version = g->io.async_work != NULL ? 2 : g->io.version;
-    w->impl = g;
-    w->init = w_init;
-    w->close = w_close;
-    w->load = w_load;
-    w->start = w_start;
-    w->bootstrap = w_bootstrap;
-    w->recover = w_recover;
-    w->set_term = w_set_term;
-    w->set_vote = w_set_vote;
-    w->send = w_send;
-    w->append = w_append;
-    w->truncate = w_truncate;
-    w->snapshot_put = w_snapshot_put;
-    w->snapshot_get = w_snapshot_get;
-    w->time = w_time;
-    w->random = w_random;
-    if (g->io.async_work != NULL) w->async_work = w_async_work;
+    vx_io_wrap_hooks hooks = {.data = g, .snapshot_put = hook_snapshot_put, .close = hook_close};
+    vx_io_wrap_init(&g->wrap, &g->io, &hooks);
     pthread_mutex_init(&g->serve_mu, NULL);
     for (int i = 0; i < SN_MAX_SERVES; i++) g->serve_fds[i] = -1;
 }

@@ -1,0 +1,240 @@
+/*
+ * io_wrap.c - see io_wrap.h.
+ *
+ * Every method passes to the inner raft_io.  The inner calls libraft back
+ * (tick, recv, close, request callbacks) with its own raft_io, whose `data`
+ * is the struct raft like ours; the struct raft's `io` is &w->io, which is
+ * how the callbacks find the wrapper.
+ */
+#include "raft/io_wrap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static vx_io_wrap *wrap_of(struct raft_io *io) { return (vx_io_wrap *)io; }
+static struct raft_io *in(struct raft_io *io) { return wrap_of(io)->inner; }
+
+/* The wrapper of the raft instance an inner raft_io calls back for. */
+static vx_io_wrap *wrap_of_inner(struct raft_io *inner)
+{
+    struct raft *r = inner->data;
+    return (vx_io_wrap *)r->io;
+}
+
+static void copy_errmsg(struct raft_io *io, int rv)
+{
+    if (rv != 0) memcpy(io->errmsg, in(io)->errmsg, sizeof io->errmsg);
+}
+
+/* ---- the commit rule (io_wrap.h, 1.) ------------------------------------------ */
+
+static void barrier_cb(struct raft_barrier *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+static bool leading_without_own_entry(vx_io_wrap *w)
+{
+    struct raft *r = w->io.data;
+    return raft_state(r) == RAFT_LEADER && w->stored_term < r->current_term;
+}
+
+static void maybe_barrier(vx_io_wrap *w)
+{
+    struct raft *r = w->io.data;
+    if (!leading_without_own_entry(w) || w->barrier_term == r->current_term) return;
+    struct raft_barrier *b = calloc(1, sizeof(*b));
+    if (b == NULL) return; /* the next tick tries again */
+    if (raft_barrier(r, b, barrier_cb) == 0)
+        w->barrier_term = r->current_term;
+    else
+        free(b);
+}
+
+static void w_recv_cb(struct raft_io *inner, struct raft_message *m)
+{
+    vx_io_wrap *w = wrap_of_inner(inner);
+    struct raft *r = w->io.data;
+    if (m->type == RAFT_IO_APPEND_ENTRIES_RESULT && m->append_entries_result.rejected == 0 &&
+        m->append_entries_result.term == r->current_term && leading_without_own_entry(w)) {
+        maybe_barrier(w);
+        w->held++;
+        return; /* nothing to free: a result carries no buffers */
+    }
+    w->recv(&w->io, m);
+}
+
+static void w_tick_cb(struct raft_io *inner)
+{
+    vx_io_wrap *w = wrap_of_inner(inner);
+    w->tick(&w->io);
+    maybe_barrier(w);
+}
+
+typedef struct append_req {
+    struct raft_io_append req; /* given to the inner io */
+    struct raft_io_append *orig;
+    raft_io_append_cb cb;
+    vx_io_wrap *w;
+    raft_term term;
+} append_req;
+
+static void append_cb(struct raft_io_append *req, int status)
+{
+    append_req *a = req->data;
+    if (status == 0 && a->term > a->w->stored_term) a->w->stored_term = a->term;
+    raft_io_append_cb cb = a->cb;
+    struct raft_io_append *orig = a->orig;
+    free(a);
+    cb(orig, status);
+}
+
+static int w_append(struct raft_io *io, struct raft_io_append *req,
+                    const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
+{
+    append_req *a = malloc(sizeof(*a));
+    if (a == NULL) return RAFT_NOMEM;
+    a->req.data = a;
+    a->orig = req;
+    a->cb = cb;
+    a->w = wrap_of(io);
+    a->term = n > 0 ? entries[n - 1].term : 0;
+    int rv = in(io)->append(in(io), &a->req, entries, n, append_cb);
+    if (rv != 0) free(a);
+    return rv;
+}
+
+static int w_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
+                  struct raft_snapshot **snapshot, raft_index *start_index,
+                  struct raft_entry *entries[], size_t *n_entries)
+{
+    int rv = in(io)->load(in(io), term, voted_for, snapshot, start_index, entries, n_entries);
+    copy_errmsg(io, rv);
+    if (rv == 0) {
+        vx_io_wrap *w = wrap_of(io);
+        if (*snapshot != NULL) w->stored_term = (*snapshot)->term;
+        if (*n_entries > 0 && (*entries)[*n_entries - 1].term > w->stored_term)
+            w->stored_term = (*entries)[*n_entries - 1].term;
+    }
+    return rv;
+}
+
+static int w_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv)
+{
+    vx_io_wrap *w = wrap_of(io);
+    w->tick = tick;
+    w->recv = recv;
+    int rv = in(io)->start(in(io), msecs, w_tick_cb, w_recv_cb);
+    copy_errmsg(io, rv);
+    return rv;
+}
+
+/* ---- plain delegation -------------------------------------------------------------- */
+
+static int w_init(struct raft_io *io, raft_id id, const char *address)
+{
+    in(io)->data = io->data; /* the inner calls libraft back with its own io */
+    int rv = in(io)->init(in(io), id, address);
+    copy_errmsg(io, rv);
+    return rv;
+}
+
+static void inner_close(vx_io_wrap *w) { w->inner->close(w->inner, w->close_cb); }
+
+static void w_close(struct raft_io *io, raft_io_close_cb cb)
+{
+    vx_io_wrap *w = wrap_of(io);
+    w->close_cb = cb;
+    if (w->hooks.close != NULL)
+        w->hooks.close(w->hooks.data, w, inner_close);
+    else
+        inner_close(w);
+}
+
+static int w_bootstrap(struct raft_io *io, const struct raft_configuration *conf)
+{
+    int rv = in(io)->bootstrap(in(io), conf);
+    copy_errmsg(io, rv);
+    return rv;
+}
+
+static int w_recover(struct raft_io *io, const struct raft_configuration *conf)
+{
+    int rv = in(io)->recover(in(io), conf);
+    copy_errmsg(io, rv);
+    return rv;
+}
+
+static int w_set_term(struct raft_io *io, raft_term term) { return in(io)->set_term(in(io), term); }
+
+static int w_set_vote(struct raft_io *io, raft_id id) { return in(io)->set_vote(in(io), id); }
+
+static int w_send(struct raft_io *io, struct raft_io_send *req, const struct raft_message *message,
+                  raft_io_send_cb cb)
+{
+    return in(io)->send(in(io), req, message, cb);
+}
+
+static int w_truncate(struct raft_io *io, raft_index index)
+{
+    return in(io)->truncate(in(io), index);
+}
+
+static int w_snapshot_put(struct raft_io *io, unsigned trailing, struct raft_io_snapshot_put *req,
+                          const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb)
+{
+    vx_io_wrap *w = wrap_of(io);
+    if (w->hooks.snapshot_put != NULL &&
+        w->hooks.snapshot_put(w->hooks.data, trailing, req, snapshot, cb))
+        return 0;
+    return in(io)->snapshot_put(in(io), trailing, req, snapshot, cb);
+}
+
+static int w_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
+                          raft_io_snapshot_get_cb cb)
+{
+    return in(io)->snapshot_get(in(io), req, cb);
+}
+
+static raft_time w_time(struct raft_io *io) { return in(io)->time(in(io)); }
+
+static int w_random(struct raft_io *io, int min, int max)
+{
+    return in(io)->random(in(io), min, max);
+}
+
+static int w_async_work(struct raft_io *io, struct raft_io_async_work *req,
+                        raft_io_async_work_cb cb)
+{
+    return in(io)->async_work(in(io), req, cb);
+}
+
+void vx_io_wrap_init(vx_io_wrap *w, struct raft_io *inner, const vx_io_wrap_hooks *hooks)
+{
+    memset(w, 0, sizeof(*w));
+    w->inner = inner;
+    if (hooks != NULL) w->hooks = *hooks;
+    struct raft_io *io = &w->io;
+    io->data = inner->data;
+    io->impl = w;
+    /* raft_uv 0.15 says version 1 but implements async_work (a version 2
+     * method), which async snapshots need: say what it does */
+    io->version = inner->async_work != NULL ? 2 : inner->version;
+    io->init = w_init;
+    io->close = w_close;
+    io->load = w_load;
+    io->start = w_start;
+    io->bootstrap = w_bootstrap;
+    io->recover = w_recover;
+    io->set_term = w_set_term;
+    io->set_vote = w_set_vote;
+    io->send = w_send;
+    io->append = w_append;
+    io->truncate = w_truncate;
+    io->snapshot_put = w_snapshot_put;
+    io->snapshot_get = w_snapshot_get;
+    io->time = w_time;
+    io->random = w_random;
+    if (inner->async_work != NULL) io->async_work = w_async_work;
+}

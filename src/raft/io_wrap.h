@@ -1,0 +1,56 @@
+/*
+ * io_wrap.h - a raft_io in front of another raft_io (raft_uv, or the
+ * fixture's), for two things libraft 0.15 lacks:
+ *
+ * 1. The commit rule of Raft section 5.4.2.  libraft 0.15's
+ *    replicationQuorum() commits the leader's last stored entry as soon as
+ *    a majority stores it, even when that entry is from an earlier term --
+ *    the "Figure 8" error: such an entry can still be overwritten by a later
+ *    leader, so an acknowledged write could be lost.  (Found by our fixture
+ *    test, seed 556; fixed upstream in raft 0.17.1, commit 524f735; Debian 12
+ *    ships 0.15.)  The wrapper closes it without touching libraft: the
+ *    leader's commit index only moves in replicationQuorum(r, last_stored),
+ *    so while this leader has not yet stored an entry of its own term it
+ *    holds back the successful AppendEntries results it receives (they are
+ *    what would let it count an old-term entry), and it appends a barrier
+ *    entry of its term at once so that window closes within one local
+ *    write.  Results are only delayed: followers resend on the next
+ *    heartbeat, and rejected results (log probing) pass untouched.
+ *
+ * 2. A hook on snapshot_put and close, used by the node host to fetch a
+ *    snapshot's data before libraft persists it (snapshot_io.c).
+ */
+#ifndef VX_RAFT_IO_WRAP_H
+#define VX_RAFT_IO_WRAP_H
+
+#include <raft.h>
+#include <stdbool.h>
+
+typedef struct vx_io_wrap vx_io_wrap;
+
+typedef struct vx_io_wrap_hooks {
+    void *data;
+    /* Return true when the hook took the request (it must complete it). */
+    bool (*snapshot_put)(void *data, unsigned trailing, struct raft_io_snapshot_put *req,
+                         const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb);
+    /* Runs first in close; call done(w) when ready for the inner close. */
+    void (*close)(void *data, vx_io_wrap *w, void (*done)(vx_io_wrap *w));
+} vx_io_wrap_hooks;
+
+struct vx_io_wrap {
+    struct raft_io io; /* give this one to raft_init (or set raft->io to it) */
+    struct raft_io *inner;
+    vx_io_wrap_hooks hooks;
+    raft_io_recv_cb recv;
+    raft_io_tick_cb tick;
+    raft_io_close_cb close_cb;
+    raft_term stored_term;  /* highest term of an entry stored locally */
+    raft_term barrier_term; /* term of the last barrier this wrapper asked for */
+    unsigned long held;     /* results held back (statistics, tests) */
+};
+
+/* Set up w in front of inner.  When raft_init already ran on inner (the
+ * fixture), set raft->io = &w->io and w->io.data = raft before raft_start. */
+void vx_io_wrap_init(vx_io_wrap *w, struct raft_io *inner, const vx_io_wrap_hooks *hooks);
+
+#endif
