@@ -89,9 +89,16 @@ void vx_cmd_add_point(vx_cmd_buf *b, const vx_point_id *id, const float *vec, ui
     put_bytes(b, payload, plen);
 }
 
+/* Commands of a JSON tail only: no points, no ids. */
+static bool json_only(int type)
+{
+    return type == VX_CMD_DELETE_FILTER || type == VX_CMD_CREATE_INDEX ||
+           type == VX_CMD_DROP_INDEX;
+}
+
 void vx_cmd_add_id(vx_cmd_buf *b, const vx_point_id *id)
 {
-    if (b->type == VX_CMD_UPSERT || b->type == VX_CMD_DELETE_FILTER) {
+    if (b->type == VX_CMD_UPSERT || json_only(b->type)) {
         refuse(b, VX_EINVAL);
         return;
     }
@@ -116,7 +123,7 @@ void vx_cmd_set_target_filter(vx_cmd_buf *b, const char *json, uint32_t len)
 void vx_cmd_set_json(vx_cmd_buf *b, const char *json, uint32_t len)
 {
     if ((b->type != VX_CMD_SET_PAYLOAD && b->type != VX_CMD_OVERWRITE_PAYLOAD &&
-         b->type != VX_CMD_DELETE_FILTER) ||
+         !json_only(b->type)) ||
         len > VX_CMD_MAX_PAYLOAD) {
         refuse(b, VX_EINVAL);
         return;
@@ -150,7 +157,7 @@ int vx_cmd_finish(vx_cmd_buf *b, uint8_t **data, size_t *len)
      * requires buffer lengths that are multiples of 8: zero padding */
     static const uint8_t zeros[8] = {0};
     bool needs_tail = b->type == VX_CMD_SET_PAYLOAD || b->type == VX_CMD_OVERWRITE_PAYLOAD ||
-                      b->type == VX_CMD_DELETE_PAYLOAD_KEYS || b->type == VX_CMD_DELETE_FILTER;
+                      b->type == VX_CMD_DELETE_PAYLOAD_KEYS || json_only(b->type);
     if (needs_tail && !b->has_tail && b->err == 0) b->err = VX_EINVAL; /* incomplete command */
     if (b->len % 8) put(b, zeros, 8 - b->len % 8);
     int rc = b->err;
@@ -211,7 +218,7 @@ int vx_cmd_open(vx_cmd_reader *r, const void *data, size_t len)
     const uint8_t *p = data;
     if (len < HDR || p[0] != 'V') return VX_EINVAL;
     if (p[1] != VX_CMD_VERSION) return VX_EFORMAT;
-    if (p[2] < VX_CMD_UPSERT || p[2] > VX_CMD_DELETE_FILTER) return VX_EINVAL;
+    if (p[2] < VX_CMD_UPSERT || p[2] > VX_CMD_DROP_INDEX) return VX_EINVAL;
     r->type = (vx_cmd_type)p[2];
     r->by_filter = p[3] == VX_CMD_FLAG_BY_FILTER;
     bool payload_cmd = r->type == VX_CMD_SET_PAYLOAD || r->type == VX_CMD_OVERWRITE_PAYLOAD ||
@@ -219,7 +226,7 @@ int vx_cmd_open(vx_cmd_reader *r, const void *data, size_t len)
     if (p[3] != 0 && !(payload_cmd && r->by_filter)) return VX_EINVAL;
     memcpy(&r->count, p + 4, 4);
     if (r->count > VX_CMD_MAX_BATCH) return VX_EINVAL;
-    if ((r->type == VX_CMD_DELETE_FILTER || r->by_filter) && r->count != 0) return VX_EINVAL;
+    if ((json_only(r->type) || r->by_filter) && r->count != 0) return VX_EINVAL;
     r->p = p + HDR;
     r->end = p + len;
     r->done = 0;
@@ -246,7 +253,7 @@ int vx_cmd_next_point(vx_cmd_reader *r, vx_cmd_point *pt)
 int vx_cmd_next_id(vx_cmd_reader *r, vx_point_id *id)
 {
     if (r->type == VX_CMD_UPSERT) return VX_EINVAL;
-    if (r->type == VX_CMD_DELETE_FILTER) return VX_ENOTFOUND; /* no ids */
+    if (json_only(r->type)) return VX_ENOTFOUND; /* no ids */
     if (r->done == r->count) return VX_ENOTFOUND;
     if (take_id(r, id)) return VX_EINVAL;
     r->done++;
@@ -256,7 +263,7 @@ int vx_cmd_next_id(vx_cmd_reader *r, vx_point_id *id)
 int vx_cmd_json(vx_cmd_reader *r, const char **json, uint32_t *len)
 {
     if ((r->type != VX_CMD_SET_PAYLOAD && r->type != VX_CMD_OVERWRITE_PAYLOAD &&
-         r->type != VX_CMD_DELETE_FILTER) ||
+         !json_only(r->type)) ||
         r->done != r->count)
         return VX_EINVAL;
     const uint8_t *p;

@@ -12,6 +12,9 @@
  *   DELETE_PAYLOAD_KEYS count x { id }, u32 nkeys, nkeys x bytes key
  *   DELETE_FILTER   (count 0) bytes filter-json (shard/filter.h); every point
  *                   the filter matches at apply time is deleted
+ *   CREATE_INDEX    (count 0) bytes {"field_name": k, "field_schema": t}
+ *                   (shard/pindex.h; t keyword, integer, float or bool)
+ *   DROP_INDEX      (count 0) bytes {"field_name": k}
  * flags bit 0 (VX_CMD_FLAG_BY_FILTER), payload commands only: instead of
  *   ids (count 0) the command carries `bytes filter-json` before its tail,
  *   and applies to every point the filter matches at apply time
@@ -47,6 +50,8 @@ typedef enum {
     VX_CMD_OVERWRITE_PAYLOAD = 4,
     VX_CMD_DELETE_PAYLOAD_KEYS = 5,
     VX_CMD_DELETE_FILTER = 6,
+    VX_CMD_CREATE_INDEX = 7,
+    VX_CMD_DROP_INDEX = 8,
 } vx_cmd_type;
 
 /* ---- building ------------------------------------------------------------------ */
@@ -68,7 +73,8 @@ void vx_cmd_add_id(vx_cmd_buf *b, const vx_point_id *id);
 /* Payload commands: target the points `filter_json` matches (instead of ids;
  * call before the JSON or keys). */
 void vx_cmd_set_target_filter(vx_cmd_buf *b, const char *filter_json, uint32_t len);
-/* After the ids of SET/OVERWRITE_PAYLOAD; the filter of DELETE_FILTER. */
+/* After the ids of SET/OVERWRITE_PAYLOAD; the filter of DELETE_FILTER; the
+ * JSON of CREATE_INDEX and DROP_INDEX. */
 void vx_cmd_set_json(vx_cmd_buf *b, const char *json, uint32_t len);
 /* After the ids of DELETE_PAYLOAD_KEYS. */
 void vx_cmd_set_keys(vx_cmd_buf *b, const char *const *keys, const uint32_t *lens, uint32_t n);

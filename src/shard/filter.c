@@ -2,6 +2,7 @@
  * filter.c - compile and evaluate payload filters (see filter.h).
  */
 #include "shard/filter.h"
+#include "shard/filter_internal.h"
 
 #include "base/err.h"
 
@@ -15,53 +16,6 @@
 #define MAX_DEPTH 16
 #define MAX_CONDS 1024
 #define MAX_VALUES 1024
-
-typedef enum {
-    N_FILTER,   /* must/should/must_not/min_should */
-    N_MATCH,    /* value or any */
-    N_EXCEPT,
-    N_RANGE,
-    N_IS_EMPTY,
-    N_IS_NULL,
-    N_HAS_ID,
-} node_kind;
-
-typedef enum { V_STRING, V_INT, V_BOOL } value_kind;
-
-typedef struct value {
-    value_kind kind;
-    char *s;
-    long long i;
-    bool b;
-} value;
-
-typedef struct node node;
-typedef struct node_list {
-    node **v;
-    size_t n;
-} node_list;
-
-struct node {
-    node_kind kind;
-    char **path; /* key split on '.' */
-    size_t npath;
-    /* N_FILTER */
-    node_list must, should, must_not, min_should;
-    size_t min_count;
-    /* N_MATCH / N_EXCEPT */
-    value *values;
-    size_t nvalues;
-    /* N_RANGE */
-    bool has_gt, has_gte, has_lt, has_lte;
-    double gt, gte, lt, lte;
-    /* N_HAS_ID */
-    vx_point_id *ids;
-    size_t nids;
-};
-
-struct vx_filter_expr {
-    node *root;
-};
 
 typedef struct compiler {
     char *err;

@@ -8,6 +8,7 @@
 #include "index/distance.h"
 #include "shard/command.h"
 #include "shard/filter.h"
+#include "shard/pindex.h"
 #include "store/store.h"
 
 #include <cjson/cJSON.h>
@@ -53,6 +54,10 @@ struct vx_shard {
 
     pthread_mutex_t index_mu; /* serializes draining with checkpoints */
     _Atomic bool fatal;
+
+    /* payload indexes: changed by apply (write lock), read by filtered reads */
+    pthread_rwlock_t pidx_lock;
+    vx_pidx_set pidx;
 };
 
 /* ---- the index queue ---------------------------------------------------------------- */
@@ -298,13 +303,24 @@ int vx_shard_open(const char *dir, const vx_shard_config *cfg, vx_workpool *pool
         vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, rc, "index: %s", err);
         goto fail;
     }
+    pthread_rwlock_init(&sh->pidx_lock, NULL);
     rc = vx_store_applied(sh->store, &sh->applied, NULL);
+    if (rc == 0) {
+        vx_store_txn *t;
+        rc = vx_store_rbegin(sh->store, &t);
+        if (rc == 0) {
+            rc = vx_pidx_load(t, &sh->pidx);
+            vx_store_rend(t);
+        }
+        if (rc != 0) vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, rc, "payload indexes: %s", vx_strerror(rc));
+    }
     if (rc == 0) rc = recover_index(sh, sh->applied, errbuf);
     if (rc != 0) goto fail;
     sh->indexed_upto = sh->applied;
     *out = sh;
     return 0;
 fail:
+    vx_pidx_set_free(&sh->pidx);
     vx_index_free(sh->index);
     vx_store_close(sh->store);
     pthread_mutex_destroy(&sh->q_mu);
@@ -337,6 +353,8 @@ void vx_shard_close(vx_shard *sh)
     pthread_mutex_unlock(&sh->q_mu);
     vx_index_free(sh->index);
     vx_store_close(sh->store);
+    vx_pidx_set_free(&sh->pidx);
+    pthread_rwlock_destroy(&sh->pidx_lock);
     free(sh->q);
     pthread_mutex_destroy(&sh->q_mu);
     pthread_cond_destroy(&sh->q_cv);
@@ -458,9 +476,74 @@ static int collect_matches(vx_store_txn *txn, const char *filter_json, uint32_t 
     return rc;
 }
 
+/* The payload of `id` before a change, copied (NULL when there is no such
+ * point), for the payload indexes; nothing when there are none. */
+static int old_payload(vx_shard *sh, vx_store_txn *txn, const vx_point_id *id, char **out,
+                       size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    if (sh->pidx.n == 0) return 0;
+    vx_record rec;
+    int rc = vx_store_get(txn, id, &rec);
+    if (rc == VX_ENOTFOUND) return 0;
+    if (rc != 0) return rc;
+    *out = malloc(rec.payload_len + 1);
+    if (*out == NULL) return VX_ENOMEM;
+    memcpy(*out, rec.payload, rec.payload_len);
+    *len = rec.payload_len;
+    return 0;
+}
+
+/* Move the payload-index keys of `id` from old (consumed) to the new payload. */
+static int pidx_after(vx_shard *sh, vx_store_txn *txn, const vx_point_id *id, char *old,
+                      size_t old_len, const char *np, size_t np_len)
+{
+    int rc = sh->pidx.n ? vx_pidx_update(txn, &sh->pidx, id, old, old_len, np, np_len) : 0;
+    free(old);
+    return rc;
+}
+
+/* CREATE_INDEX / DROP_INDEX on a copy of the declarations (*next), which
+ * replaces the shard's once the transaction commits. */
+static int apply_index_cmd(vx_shard *sh, vx_store_txn *txn, vx_cmd_reader *r, vx_pidx_set *next,
+                           vx_apply_result *res)
+{
+    const char *json;
+    uint32_t jlen;
+    int rc = vx_cmd_json(r, &json, &jlen);
+    if (rc != 0) return rc;
+    cJSON *j = cJSON_ParseWithLength(json, jlen);
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "field_name");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "field_schema");
+    int type = cJSON_IsString(t) ? vx_pidx_type_parse(t->valuestring) : 0;
+    bool create = r->type == VX_CMD_CREATE_INDEX;
+    if (!cJSON_IsString(f) || (create && type == 0)) {
+        cJSON_Delete(j);
+        return VX_EINVAL;
+    }
+    next->n = sh->pidx.n;
+    next->v = malloc((sh->pidx.n + 1) * sizeof(vx_pidx_def));
+    if (next->v == NULL) {
+        cJSON_Delete(j);
+        return VX_ENOMEM;
+    }
+    memcpy(next->v, sh->pidx.v, sh->pidx.n * sizeof(vx_pidx_def));
+    rc = create ? vx_pidx_create(txn, next, f->valuestring, type)
+                : vx_pidx_drop(txn, next, f->valuestring);
+    cJSON_Delete(j);
+    if (rc == VX_ENOTFOUND) { /* dropping what is not there: done already */
+        res->not_found++;
+        return 0;
+    }
+    if (rc == 0) res->written++;
+    return rc;
+}
+
 /* Apply the command's store changes inside txn; collect index changes. */
 static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void *cmd,
-                     size_t len, vx_apply_result *res, index_op **ops, size_t *nops)
+                     size_t len, vx_apply_result *res, index_op **ops, size_t *nops,
+                     vx_pidx_set *next_pidx)
 {
     vx_cmd_reader r;
     int rc = vx_cmd_validate(cmd, len);
@@ -483,8 +566,14 @@ static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void
                 }
             uint64_t label;
             bool existed;
-            rc = vx_store_put(txn, &pt.id, vec, pt.dim, pt.payload, pt.payload_len, index, &label,
-                              &existed);
+            char *oldp;
+            size_t oldl;
+            rc = old_payload(sh, txn, &pt.id, &oldp, &oldl);
+            if (rc == 0)
+                rc = vx_store_put(txn, &pt.id, vec, pt.dim, pt.payload, pt.payload_len, index,
+                                  &label, &existed);
+            if (rc == 0) rc = pidx_after(sh, txn, &pt.id, oldp, oldl, pt.payload, pt.payload_len);
+            else free(oldp);
             if (rc != 0) {
                 free(vec);
                 return rc;
@@ -521,7 +610,12 @@ static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void
             rc = vx_id_from_bytes(&pid, mc.buf + off + 2, n);
             off += 2 + (size_t)n;
             uint64_t label;
+            char *oldp = NULL;
+            size_t oldl = 0;
+            if (rc == 0) rc = old_payload(sh, txn, &pid, &oldp, &oldl);
             if (rc == 0) rc = vx_store_del(txn, &pid, &label);
+            if (rc == 0) rc = pidx_after(sh, txn, &pid, oldp, oldl, NULL, 0);
+            else free(oldp);
             if (rc == 0) {
                 (*ops)[(*nops)++] = (index_op){index, label, OP_DEL, NULL};
                 res->written++;
@@ -533,7 +627,12 @@ static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void
     if (r.type == VX_CMD_DELETE_IDS) {
         while ((rc = vx_cmd_next_id(&r, &id)) == 0) {
             uint64_t label;
-            rc = vx_store_del(txn, &id, &label);
+            char *oldp;
+            size_t oldl;
+            rc = old_payload(sh, txn, &id, &oldp, &oldl);
+            if (rc == 0) rc = vx_store_del(txn, &id, &label);
+            if (rc == 0) rc = pidx_after(sh, txn, &id, oldp, oldl, NULL, 0);
+            else free(oldp);
             if (rc == VX_ENOTFOUND) {
                 res->not_found++;
                 continue;
@@ -544,6 +643,8 @@ static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void
         }
         return rc == VX_ENOTFOUND ? 0 : rc;
     }
+    if (r.type == VX_CMD_CREATE_INDEX || r.type == VX_CMD_DROP_INDEX)
+        return apply_index_cmd(sh, txn, &r, next_pidx, res);
     /* payload commands: ids (or a target filter) first, then the JSON or keys */
     vx_cmd_reader ids = r;
     while ((rc = vx_cmd_next_id(&r, &id)) == 0) {
@@ -588,13 +689,21 @@ static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void
             continue;
         }
         if (rc != 0) break;
-        char *np = NULL;
+        char *np = NULL, *oldp = NULL;
+        size_t oldl = old.payload_len;
+        if (sh->pidx.n && (oldp = malloc(oldl + 1)) == NULL) {
+            rc = VX_ENOMEM;
+            break;
+        }
+        if (oldp) memcpy(oldp, old.payload, oldl); /* the view ends with the next write */
         if (r.type == VX_CMD_DELETE_PAYLOAD_KEYS)
             rc = payload_delete_keys(old.payload, old.payload_len, &r, nkeys, &np);
         else
             rc = payload_update(old.payload, old.payload_len, json, jlen,
                                 r.type == VX_CMD_SET_PAYLOAD, &np);
         if (rc == 0) rc = vx_store_put_payload(txn, &id, np, (uint32_t)strlen(np), index);
+        if (rc == 0) rc = pidx_after(sh, txn, &id, oldp, oldl, np, strlen(np));
+        else free(oldp);
         free(np);
         if (rc != 0) break;
         res->written++;
@@ -618,7 +727,9 @@ int vx_shard_apply(vx_shard *sh, uint64_t index, uint64_t term, const void *cmd,
     if (rc != 0) goto store_failed;
     index_op *ops = NULL;
     size_t nops = 0;
-    int st = apply_cmd(sh, txn, index, cmd, len, res, &ops, &nops);
+    vx_pidx_set next_pidx = {0};
+    int st = apply_cmd(sh, txn, index, cmd, len, res, &ops, &nops, &next_pidx);
+    if (st != 0) vx_pidx_set_free(&next_pidx);
     if (st == VX_EFATAL || st == VX_EIO || st == VX_ECORRUPT || st == VX_ENOMEM || st == VX_EFULL) {
         rc = st;
         vx_store_abort(txn);
@@ -637,7 +748,16 @@ int vx_shard_apply(vx_shard *sh, uint64_t index, uint64_t term, const void *cmd,
     rc = vx_store_set_applied(txn, index, term);
     if (rc == 0) rc = vx_store_commit(txn);
     else vx_store_abort(txn);
-    if (rc != 0) goto ops_failed;
+    if (rc != 0) {
+        vx_pidx_set_free(&next_pidx);
+        goto ops_failed;
+    }
+    if (next_pidx.v != NULL) { /* the declarations changed with this entry */
+        pthread_rwlock_wrlock(&sh->pidx_lock);
+        vx_pidx_set_free(&sh->pidx);
+        sh->pidx = next_pidx;
+        pthread_rwlock_unlock(&sh->pidx_lock);
+    }
 
     pthread_mutex_lock(&sh->q_mu);
     sh->applied = index;
@@ -722,6 +842,64 @@ static bool label_matches(void *ctx, uint64_t label)
     return vx_filter_eval_text(lf->f, &id, rec.payload, rec.payload_len);
 }
 
+static int shard_hit_cmp(const void *a, const void *b)
+{
+    const vx_shard_hit *x = a, *y = b;
+    if (x->distance != y->distance) return x->distance < y->distance ? -1 : 1;
+    size_t n = x->id.len < y->id.len ? x->id.len : y->id.len;
+    int c = memcmp(x->id.b, y->id.b, n);
+    return c ? c : (x->id.len > y->id.len) - (x->id.len < y->id.len);
+}
+
+/* Exact k nearest among the candidates a payload index named (the store is
+ * the applied state, queued changes included); q is normalized already. */
+static int search_candidates(vx_shard *sh, vx_store_txn *txn, const float *q, uint32_t k,
+                             const vx_filter_expr *flt, const vx_point_id *ids, size_t n,
+                             vx_shard_hit *out, uint32_t *n_out)
+{
+    vx_shard_hit *hits = malloc((n ? n : 1) * sizeof(vx_shard_hit));
+    float *v = malloc((size_t)sh->dim * 4);
+    if (hits == NULL || v == NULL) {
+        free(hits);
+        free(v);
+        return VX_ENOMEM;
+    }
+    size_t m = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        vx_record rec;
+        int g = vx_store_get(txn, &ids[i], &rec);
+        if (g == VX_ENOTFOUND) continue;
+        if (g != 0) {
+            rc = g;
+            break;
+        }
+        if (rec.dim != sh->dim || !vx_filter_eval_text(flt, &ids[i], rec.payload, rec.payload_len))
+            continue;
+        memcpy(v, rec.vector, (size_t)sh->dim * 4);
+        float d;
+        if (sh->cfg.index.metric == VX_METRIC_L2) {
+            d = vx_kern.l2sq_f32(q, v, sh->dim);
+        } else {
+            d = -vx_kern.dot_f32(q, v, sh->dim);
+            if (sh->cfg.index.metric == VX_METRIC_COSINE) {
+                double norm = 0;
+                for (uint32_t j = 0; j < sh->dim; j++) norm += (double)v[j] * v[j];
+                if (norm > 0) d = (float)(d / sqrt(norm));
+            }
+        }
+        hits[m++] = (vx_shard_hit){ids[i], d, rec.version};
+    }
+    if (rc == 0) {
+        qsort(hits, m, sizeof(vx_shard_hit), shard_hit_cmp);
+        *n_out = (uint32_t)(m < k ? m : k);
+        memcpy(out, hits, *n_out * sizeof(vx_shard_hit));
+    }
+    free(hits);
+    free(v);
+    return rc;
+}
+
 int vx_shard_search(vx_shard *sh, const float *query, uint32_t k, const vx_search_params *params,
                     vx_shard_hit *out, uint32_t *n_out)
 {
@@ -751,6 +929,31 @@ int vx_shard_search_filtered(vx_shard *sh, const float *query, uint32_t k,
             for (uint32_t d = 0; d < sh->dim; d++) q[d] = (float)(q[d] / sqrt(norm));
     }
     vx_kernels_init();
+    if (flt != NULL && !(params && params->exact)) {
+        /* A payload index may name the few points that can match: score
+         * exactly those; else its count is the filter's selectivity. */
+        uint64_t total = vx_store_count(sh->store);
+        size_t limit = 4096 + (size_t)(total / 100), cn = 0;
+        vx_point_id *cids = NULL;
+        pthread_rwlock_rdlock(&sh->pidx_lock);
+        int prc = sh->pidx.n ? vx_pidx_candidates(txn, &sh->pidx, flt, limit, &cids, &cn)
+                             : VX_ENOTFOUND;
+        pthread_rwlock_unlock(&sh->pidx_lock);
+        if (prc == 0) {
+            int rc = search_candidates(sh, txn, q, k, flt, cids, cn, out, n_out);
+            free(cids);
+            free(q);
+            vx_store_rend(txn);
+            return rc;
+        }
+        if (prc == VX_EFULL && total > 0 && cn <= limit * 4 + 1024)
+            idx_filter.selectivity = (double)cn / (double)total > 1.0 ? 1.0 : (double)cn / total;
+        else if (prc != VX_EFULL && prc != VX_ENOTFOUND) {
+            free(q);
+            vx_store_rend(txn);
+            return prc;
+        }
+    }
     /* Score the queued changes exactly, under the queue lock (it is bounded
      * by the backlog limit); the last change of a label wins. */
     pthread_mutex_lock(&sh->q_mu);
@@ -996,5 +1199,32 @@ reopen_old:
         return VX_EFATAL;
     }
     return rc;
+}
+
+int vx_shard_payload_indexes(vx_shard *sh, vx_shard_pindex_info **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    vx_store_txn *txn;
+    int rc = vx_store_rbegin(sh->store, &txn);
+    if (rc != 0) return rc;
+    pthread_rwlock_rdlock(&sh->pidx_lock);
+    vx_shard_pindex_info *v = calloc(sh->pidx.n ? sh->pidx.n : 1, sizeof(*v));
+    if (v == NULL) rc = VX_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < sh->pidx.n; i++) {
+        snprintf(v[i].field, sizeof v[i].field, "%s", sh->pidx.v[i].field);
+        v[i].type = sh->pidx.v[i].type;
+        rc = vx_pidx_points(txn, &sh->pidx, v[i].field, &v[i].points);
+    }
+    size_t count = sh->pidx.n;
+    pthread_rwlock_unlock(&sh->pidx_lock);
+    vx_store_rend(txn);
+    if (rc != 0) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = count;
+    return 0;
 }
 

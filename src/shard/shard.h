@@ -100,6 +100,14 @@ int vx_shard_digest(vx_shard *sh, uint64_t *digest, uint64_t *applied);
 int vx_shard_checkpoint(vx_shard *sh, char *errbuf);
 bool vx_shard_failed(vx_shard *sh);
 vx_index *vx_shard_index(vx_shard *sh);
+/* The payload indexes (shard/pindex.h) with the number of points each
+ * lists; *out is malloc'd. */
+typedef struct vx_shard_pindex_info {
+    char field[120];
+    int type; /* vx_pidx_type */
+    uint64_t points;
+} vx_shard_pindex_info;
+int vx_shard_payload_indexes(vx_shard *sh, vx_shard_pindex_info **out, size_t *n);
 const char *vx_shard_dir(vx_shard *sh);
 struct vx_store *vx_shard_store(vx_shard *sh);
 const vx_shard_config *vx_shard_get_config(vx_shard *sh);

@@ -26,7 +26,7 @@
 
 struct vx_store {
     MDB_env *env;
-    MDB_dbi points, labels, meta;
+    MDB_dbi points, labels, meta, keys;
     bool sync_each_commit;
     _Atomic bool fatal;
     _Atomic bool inject_sync_failure;
@@ -110,7 +110,7 @@ int vx_store_open(const char *dir, const vx_store_options *opt, vx_store **out, 
     int rc;
     for (;;) {
         rc = mdb_env_create(&st->env);
-        if (rc == 0) rc = mdb_env_set_maxdbs(st->env, 4);
+        if (rc == 0) rc = mdb_env_set_maxdbs(st->env, 8);
         if (rc == 0) rc = mdb_env_set_mapsize(st->env, map);
         if (rc == 0) rc = mdb_env_open(st->env, dir, flags, 0644);
         if (rc != ENOMEM || opt->map_size || map <= ((size_t)64 << 20)) break;
@@ -128,6 +128,7 @@ int vx_store_open(const char *dir, const vx_store_options *opt, vx_store **out, 
     if (rc == 0) rc = mdb_dbi_open(txn, "points", MDB_CREATE, &st->points);
     if (rc == 0) rc = mdb_dbi_open(txn, "labels", MDB_CREATE | MDB_INTEGERKEY, &st->labels);
     if (rc == 0) rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta);
+    if (rc == 0) rc = mdb_dbi_open(txn, "keys", MDB_CREATE, &st->keys);
     if (rc == 0) {
         MDB_val k = {6, "format"}, v;
         int g = mdb_get(txn, st->meta, &k, &v);
@@ -515,6 +516,24 @@ static int digest_cb(void *ctx, const vx_point_id *id, const vx_record *rec)
     return 0;
 }
 
+/* The definitions (meta keys "def:...") belong in the digest: replicas must
+ * agree on them.  Secondary keys are derived from records and definitions. */
+static int digest_defs(vx_store_txn *t, XXH3_state_t *h)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->st->meta, &cur);
+    if (rc != 0) return store_err(t->st, map_mdb(rc), "cursor: %s", mdb_strerror(rc));
+    MDB_val k = {4, "def:"}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && k.mv_size >= 4 && memcmp(k.mv_data, "def:", 4) == 0) {
+        XXH3_64bits_update(h, k.mv_data, k.mv_size);
+        XXH3_64bits_update(h, v.mv_data, v.mv_size);
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : store_err(t->st, map_mdb(rc), "digest: %s", mdb_strerror(rc));
+}
+
 int vx_store_digest(vx_store *st, uint64_t *digest, uint64_t *applied)
 {
     vx_store_txn *t;
@@ -535,7 +554,8 @@ int vx_store_digest(vx_store *st, uint64_t *digest, uint64_t *applied)
     XXH3_64bits_reset(d.h);
     XXH3_64bits_update(d.h, &ap[0], 8);
     XXH3_64bits_update(d.h, &nl, 8);
-    rc = vx_store_iterate(t, NULL, digest_cb, &d);
+    rc = digest_defs(t, d.h);
+    if (rc == 0) rc = vx_store_iterate(t, NULL, digest_cb, &d);
     *digest = XXH3_64bits_digest(d.h);
     *applied = ap[0];
     XXH3_freeState(d.h);
@@ -549,3 +569,132 @@ int vx_store_copy_fd(vx_store *st, int fd)
     if (rc != 0) return store_err(st, VX_EIO, "copy: %s", mdb_strerror(rc));
     return 0;
 }
+
+/* ---- secondary keys and definitions ------------------------------------------------ */
+
+int vx_store_key_put(vx_store_txn *t, const void *key, size_t len)
+{
+    if (!t->write) return VX_EINVAL;
+    if (atomic_load(&t->st->fatal)) return VX_EFATAL;
+    if (len == 0 || len > 511) return VX_EINVAL; /* LMDB's default key size limit */
+    MDB_val k = {len, (void *)key}, v = {0, ""};
+    int rc = mdb_put(t->txn, t->st->keys, &k, &v, 0);
+    return rc ? store_err(t->st, map_mdb(rc), "key put: %s", mdb_strerror(rc)) : 0;
+}
+
+int vx_store_key_del(vx_store_txn *t, const void *key, size_t len)
+{
+    if (!t->write) return VX_EINVAL;
+    if (atomic_load(&t->st->fatal)) return VX_EFATAL;
+    if (len == 0 || len > 511) return 0;
+    MDB_val k = {len, (void *)key};
+    int rc = mdb_del(t->txn, t->st->keys, &k, NULL);
+    if (rc == MDB_NOTFOUND) return 0;
+    return rc ? store_err(t->st, map_mdb(rc), "key del: %s", mdb_strerror(rc)) : 0;
+}
+
+int vx_store_key_scan(vx_store_txn *t, const void *lo, size_t lo_len, const void *hi,
+                      size_t hi_len, vx_store_key_cb cb, void *ctx)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->st->keys, &cur);
+    if (rc != 0) return store_err(t->st, map_mdb(rc), "cursor: %s", mdb_strerror(rc));
+    MDB_val k = {lo_len, (void *)lo}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    int out = 0;
+    while (rc == 0) {
+        size_t n = k.mv_size < hi_len ? k.mv_size : hi_len;
+        int c = memcmp(k.mv_data, hi, n);
+        if (c > 0 || (c == 0 && k.mv_size >= hi_len)) break; /* key >= hi */
+        out = cb(ctx, k.mv_data, k.mv_size);
+        if (out != 0) break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (out > 0) out = 0; /* the callback asked to stop */
+    if (out == 0 && rc != 0 && rc != MDB_NOTFOUND)
+        out = store_err(t->st, map_mdb(rc), "key scan: %s", mdb_strerror(rc));
+    return out;
+}
+
+int vx_store_key_del_range(vx_store_txn *t, const void *lo, size_t lo_len, const void *hi,
+                           size_t hi_len)
+{
+    if (!t->write) return VX_EINVAL;
+    if (atomic_load(&t->st->fatal)) return VX_EFATAL;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->st->keys, &cur);
+    if (rc != 0) return store_err(t->st, map_mdb(rc), "cursor: %s", mdb_strerror(rc));
+    MDB_val k = {lo_len, (void *)lo}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (rc == 0) {
+        size_t n = k.mv_size < hi_len ? k.mv_size : hi_len;
+        int c = memcmp(k.mv_data, hi, n);
+        if (c > 0 || (c == 0 && k.mv_size >= hi_len)) break;
+        rc = mdb_cursor_del(cur, 0);
+        if (rc != 0) break;
+        k.mv_size = lo_len; /* every key before lo..deleted is gone: seek again */
+        k.mv_data = (void *)lo;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return store_err(t->st, map_mdb(rc), "key delete: %s", mdb_strerror(rc));
+    return 0;
+}
+
+static int def_key(const char *name, char *buf, size_t n, MDB_val *k)
+{
+    int len = snprintf(buf, n, "def:%s", name);
+    if (len < 0 || (size_t)len >= n) return VX_EINVAL;
+    k->mv_size = (size_t)len;
+    k->mv_data = buf;
+    return 0;
+}
+
+int vx_store_def_put(vx_store_txn *t, const char *name, const void *val, size_t len)
+{
+    if (!t->write) return VX_EINVAL;
+    if (atomic_load(&t->st->fatal)) return VX_EFATAL;
+    char buf[512];
+    MDB_val k, v = {len, (void *)val};
+    if (def_key(name, buf, sizeof buf, &k) != 0) return VX_EINVAL;
+    int rc = mdb_put(t->txn, t->st->meta, &k, &v, 0);
+    return rc ? store_err(t->st, map_mdb(rc), "def put: %s", mdb_strerror(rc)) : 0;
+}
+
+int vx_store_def_del(vx_store_txn *t, const char *name)
+{
+    if (!t->write) return VX_EINVAL;
+    if (atomic_load(&t->st->fatal)) return VX_EFATAL;
+    char buf[512];
+    MDB_val k;
+    if (def_key(name, buf, sizeof buf, &k) != 0) return VX_EINVAL;
+    int rc = mdb_del(t->txn, t->st->meta, &k, NULL);
+    if (rc == MDB_NOTFOUND) return VX_ENOTFOUND;
+    return rc ? store_err(t->st, map_mdb(rc), "def del: %s", mdb_strerror(rc)) : 0;
+}
+
+int vx_store_def_iterate(vx_store_txn *t, vx_store_def_cb cb, void *ctx)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(t->txn, t->st->meta, &cur);
+    if (rc != 0) return store_err(t->st, map_mdb(rc), "cursor: %s", mdb_strerror(rc));
+    MDB_val k = {4, "def:"}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    int out = 0;
+    while (rc == 0 && k.mv_size > 4 && memcmp(k.mv_data, "def:", 4) == 0) {
+        char name[512];
+        size_t n = k.mv_size - 4 < sizeof name - 1 ? k.mv_size - 4 : sizeof name - 1;
+        memcpy(name, (const char *)k.mv_data + 4, n);
+        name[n] = '\0';
+        out = cb(ctx, name, v.mv_data, v.mv_size);
+        if (out != 0) break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (out == 0 && rc != 0 && rc != MDB_NOTFOUND)
+        out = store_err(t->st, map_mdb(rc), "def iterate: %s", mdb_strerror(rc));
+    return out;
+}
+

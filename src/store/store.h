@@ -112,6 +112,26 @@ int vx_store_sync(vx_store *st);
  * applied index.  Equal digests at equal applied index = identical replicas. */
 int vx_store_digest(vx_store *st, uint64_t *digest, uint64_t *applied);
 
+/* ---- secondary keys and definitions ---------------------------------------------
+ * A sorted set of opaque keys (at most 511 bytes) beside the records, for
+ * the shard's payload indexes, and named definitions (small values) that
+ * are part of the digest.  Both change only in write transactions, so they
+ * stay consistent with the records they describe. */
+int vx_store_key_put(vx_store_txn *txn, const void *key, size_t len);
+int vx_store_key_del(vx_store_txn *txn, const void *key, size_t len); /* absent: 0 */
+/* Delete every key in [lo, hi). */
+int vx_store_key_del_range(vx_store_txn *txn, const void *lo, size_t lo_len, const void *hi,
+                           size_t hi_len);
+/* cb for every key in [lo, hi) in order; a positive return stops the scan
+ * (returns 0), a negative one is returned. */
+typedef int (*vx_store_key_cb)(void *ctx, const void *key, size_t len);
+int vx_store_key_scan(vx_store_txn *txn, const void *lo, size_t lo_len, const void *hi,
+                      size_t hi_len, vx_store_key_cb cb, void *ctx);
+int vx_store_def_put(vx_store_txn *txn, const char *name, const void *val, size_t len);
+int vx_store_def_del(vx_store_txn *txn, const char *name); /* VX_ENOTFOUND */
+typedef int (*vx_store_def_cb)(void *ctx, const char *name, const void *val, size_t len);
+int vx_store_def_iterate(vx_store_txn *txn, vx_store_def_cb cb, void *ctx);
+
 /* Write a compacted, consistent copy of the environment (one read
  * transaction: writers go on meanwhile) to `fd`, a file, pipe or socket.
  * The copy is an LMDB data file: open a directory holding it as data.mdb. */

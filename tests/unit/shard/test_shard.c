@@ -30,6 +30,7 @@
 #include "index/index.h"
 #include "shard/command.h"
 #include "shard/filter.h"
+#include "shard/pindex.h"
 #include "shard/shard.h"
 #include "testutil.h"
 
@@ -1597,6 +1598,192 @@ static void test_transfer(void **state)
     env_free(&e);
 }
 
+/* ---- payload indexes ----------------------------------------------------------------------- */
+
+static uint8_t *cmd_json_only(vx_cmd_type type, const char *json, size_t *len)
+{
+    vx_cmd_buf b;
+    vx_cmd_begin(&b, type);
+    vx_cmd_set_json(&b, json, (uint32_t)strlen(json));
+    uint8_t *data;
+    assert_int_equal(vx_cmd_finish(&b, &data, len), 0);
+    return data;
+}
+
+/* The same command on both shards. */
+static vx_apply_result apply_both(vx_shard *a, vx_shard *b, uint64_t index, uint8_t *c, size_t len)
+{
+    uint8_t *copy = malloc(len);
+    memcpy(copy, c, len);
+    vx_apply_result ra = apply(a, index, c, len), rb = apply(b, index, copy, len);
+    assert_int_equal(ra.status, rb.status);
+    return ra;
+}
+
+static void pidx_payload(uint32_t i, char *buf, size_t n)
+{
+    static const char *colors[3] = {"red", "green", "blue"};
+    char longs[160];
+    memset(longs, 'a' + (char)(i % 4), 130);
+    longs[130] = '\0';
+    snprintf(buf, n,
+             "{\"color\":\"%s\",\"n\":%u,\"x\":%.1f,\"flag\":%s,\"tags\":[\"t%u\",\"u%u\"],"
+             "\"meta\":{\"k\":%u},\"long\":\"%s\"}",
+             colors[i % 3], i, i * 0.5, i % 2 ? "false" : "true", i % 5, i % 7, i % 11, longs);
+}
+
+/* Filtered search on the indexed shard equals the exact search on the
+ * reference shard, for each filter and a few queries. */
+static void expect_same_filtered(vx_shard *indexed, vx_shard *ref, model *m, const char *const *filters,
+                                 size_t nf, int min_hits)
+{
+    for (size_t fi = 0; fi < nf; fi++) {
+        vx_filter_expr *f;
+        char err[VX_FILTER_ERRMSG_LEN];
+        if (vx_filter_compile_text(filters[fi], strlen(filters[fi]), &f, err) != 0)
+            fail_msg("filter %s: %s", filters[fi], err);
+        for (uint32_t qi = 0; qi < 4; qi++) {
+            vx_shard_hit a[10], b[10];
+            uint32_t na = 0, nb = 0;
+            vx_search_params exact = {.exact = true};
+            const float *q = vec_of(m, qi * 37 % m->cap);
+            assert_int_equal(vx_shard_search_filtered(indexed, q, 10, &k_params, f, a, &na), 0);
+            assert_int_equal(vx_shard_search_filtered(ref, q, 10, &exact, f, b, &nb), 0);
+            if (na != nb) fail_msg("filter %s: %u hits, reference %u", filters[fi], na, nb);
+            assert_true((int)na >= (qi == 0 ? min_hits : 0) || nb == na);
+            for (uint32_t i = 0; i < na; i++) {
+                assert_true(vx_id_equal(&a[i].id, &b[i].id));
+                assert_true(fabsf(a[i].distance - b[i].distance) <= 1e-4f * (1 + fabsf(b[i].distance)));
+            }
+        }
+        vx_filter_free(f);
+    }
+}
+
+static uint64_t index_points(vx_shard *sh, const char *field, int *type)
+{
+    vx_shard_pindex_info *v;
+    size_t n;
+    assert_int_equal(vx_shard_payload_indexes(sh, &v, &n), 0);
+    uint64_t points = UINT64_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].field, field) == 0) {
+            points = v[i].points;
+            if (type) *type = v[i].type;
+        }
+    free(v);
+    return points;
+}
+
+static void test_payload_index(void **state)
+{
+    env e;
+    env_init(&e, 600, 17);
+    char rdir[600];
+    snprintf(rdir, sizeof rdir, "%s/reference", e.dir);
+    vx_shard *sh = open_shard(e.dir, e.pool), *ref = open_shard(rdir, e.pool);
+    /* 600 points with a rich payload */
+    vx_cmd_buf b;
+    vx_cmd_begin(&b, VX_CMD_UPSERT);
+    for (uint32_t i = 0; i < 600; i++) {
+        rand_vec(&e.rng, vec_of(&e.m, i));
+        vx_point_id id;
+        id_of(&id, i);
+        char pl[400];
+        pidx_payload(i, pl, sizeof pl);
+        vx_cmd_add_point(&b, &id, vec_of(&e.m, i), DIM, pl, (uint32_t)strlen(pl));
+        e.m.alive[i] = true;
+    }
+    e.m.count = 600;
+    uint8_t *c;
+    size_t len;
+    assert_int_equal(vx_cmd_finish(&b, &c, &len), 0);
+    apply_both(sh, ref, 1, c, len);
+    uint64_t d_before = digest(sh, NULL);
+
+    const char *defs[][2] = {{"color", "keyword"}, {"n", "integer"}, {"x", "float"},
+                             {"flag", "bool"},     {"tags", "keyword"}, {"meta.k", "integer"},
+                             {"long", "keyword"}};
+    uint64_t index = 2;
+    for (size_t i = 0; i < 7; i++, index++) {
+        char json[128];
+        snprintf(json, sizeof json, "{\"field_name\":\"%s\",\"field_schema\":\"%s\"}", defs[i][0],
+                 defs[i][1]);
+        c = cmd_json_only(VX_CMD_CREATE_INDEX, json, &len);
+        vx_apply_result r = apply(sh, index, c, len);
+        assert_int_equal(r.status, 0);
+        /* the reference applies an entry that changes nothing, to keep indexes equal */
+        c = cmd_json_only(VX_CMD_DROP_INDEX, "{\"field_name\":\"none\"}", &len);
+        assert_int_equal(apply(ref, index, c, len).status, 0);
+    }
+    assert_true(digest(sh, NULL) != d_before); /* declarations are replicated state */
+    int type = 0;
+    assert_true(index_points(sh, "color", &type) == 600 && type == VX_PIDX_KEYWORD);
+    assert_true(index_points(sh, "meta.k", &type) == 600 && type == VX_PIDX_INTEGER);
+    /* bad declarations are no-ops with a status */
+    c = cmd_json_only(VX_CMD_CREATE_INDEX, "{\"field_name\":\"a\",\"field_schema\":\"geo\"}", &len);
+    assert_int_equal(apply(sh, index, c, len).status, VX_EINVAL);
+    c = cmd_json_only(VX_CMD_DROP_INDEX, "{\"field_name\":\"a\"}", &len);
+    assert_int_equal(apply(ref, index++, c, len).status, 0);
+
+    static const char *const filters[] = {
+        "{\"must\":[{\"key\":\"color\",\"match\":{\"value\":\"red\"}}]}",
+        "{\"must\":[{\"key\":\"color\",\"match\":{\"any\":[\"green\",\"blue\"]}},"
+        "{\"key\":\"flag\",\"match\":{\"value\":true}}]}",
+        "{\"must\":[{\"key\":\"n\",\"range\":{\"gte\":100,\"lt\":130}}]}",
+        "{\"must\":[{\"key\":\"x\",\"range\":{\"gt\":10.0,\"lte\":20.5}}]}",
+        "{\"must\":[{\"key\":\"tags\",\"match\":{\"value\":\"u3\"}}],"
+        "\"must_not\":[{\"key\":\"color\",\"match\":{\"value\":\"red\"}}]}",
+        "{\"must\":[{\"key\":\"meta.k\",\"match\":{\"value\":4}}]}",
+        "{\"must\":[{\"key\":\"n\",\"match\":{\"value\":7}}]}",
+        "{\"must\":[{\"has_id\":[1,2,3,4,5,6,7,8,9,10,11,12]},"
+        "{\"key\":\"color\",\"match\":{\"value\":\"blue\"}}]}",
+        "{\"must\":[{\"key\":\"long\",\"match\":{\"value\":\"ccccccccccccccccccccccccccccccccccccccccccccccc"
+        "ccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\"}}]}",
+    };
+    size_t nf = sizeof filters / sizeof *filters;
+    expect_same_filtered(sh, ref, &e.m, filters, nf, 1);
+
+    /* changes keep the keys in step: payload set, overwrite, key delete, deletes, re-upserts */
+    uint32_t some[6] = {0, 3, 6, 9, 12, 15};
+    c = cmd_ids(VX_CMD_SET_PAYLOAD, some, 6, "{\"color\":\"blue\",\"n\":5000}", NULL, 0, &len);
+    apply_both(sh, ref, index++, c, len);
+    c = cmd_ids(VX_CMD_OVERWRITE_PAYLOAD, some + 3, 3, "{\"tags\":[\"u3\"]}", NULL, 0, &len);
+    apply_both(sh, ref, index++, c, len);
+    const char *keys[1] = {"flag"};
+    c = cmd_ids(VX_CMD_DELETE_PAYLOAD_KEYS, some, 3, NULL, keys, 1, &len);
+    apply_both(sh, ref, index++, c, len);
+    c = cmd_delete_range(100, 20, &len);
+    apply_both(sh, ref, index++, c, len);
+    c = cmd_delete_filter("{\"must\":[{\"key\":\"color\",\"match\":{\"value\":\"green\"}},"
+                          "{\"key\":\"n\",\"range\":{\"lt\":60}}]}", &len);
+    apply_both(sh, ref, index++, c, len);
+    c = cmd_upsert(&e.m, &e.rng, 110, 5, "re", &len); /* payload {"i":..,"tag":"re"} */
+    apply_both(sh, ref, index++, c, len);
+    static const char *const more[] = {
+        "{\"must\":[{\"key\":\"n\",\"match\":{\"value\":5000}}]}",
+        "{\"must\":[{\"key\":\"n\",\"range\":{\"gte\":100,\"lt\":130}}]}",
+        "{\"must\":[{\"key\":\"color\",\"match\":{\"value\":\"green\"}}]}",
+    };
+    expect_same_filtered(sh, ref, &e.m, filters, nf, 0);
+    expect_same_filtered(sh, ref, &e.m, more, 3, 1);
+    assert_true(index_points(sh, "flag", NULL) == 600 - 20 - 20 - 3 - 3);
+
+    /* restart: declarations and keys persist */
+    close_shard(sh, e.pool);
+    sh = open_shard(e.dir, e.pool);
+    expect_same_filtered(sh, ref, &e.m, more, 3, 1);
+    /* drop: the keys go, results stay right */
+    c = cmd_json_only(VX_CMD_DROP_INDEX, "{\"field_name\":\"color\"}", &len);
+    assert_int_equal(apply(sh, index, c, len).status, 0);
+    assert_true(index_points(sh, "color", NULL) == UINT64_MAX);
+    expect_same_filtered(sh, ref, &e.m, filters, 2, 0);
+
+    close_shard(sh, e.pool);
+    close_shard(ref, e.pool);
+    env_free(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1614,6 +1801,7 @@ int main(void)
         cmocka_unit_test(test_close_while_indexing),
         cmocka_unit_test(test_filters),
         cmocka_unit_test(test_transfer),
+        cmocka_unit_test(test_payload_index),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
