@@ -31,7 +31,7 @@ build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 section "ASan + UBSan build and unit tests"
 build build-asan -DCMAKE_BUILD_TYPE=Debug -DVX_SANITIZE=address,undefined -DVX_BENCH=OFF
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --output-on-failure -j1)
+  VX_BIG_SNAPSHOT_MB=64 ctest --output-on-failure -j1)
 
 section "TSan build and concurrency tests"
 build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVX_SANITIZE=thread -DVX_BENCH=OFF

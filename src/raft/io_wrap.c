@@ -68,6 +68,7 @@ static void w_recv_cb(struct raft_io *inner, struct raft_message *m)
 static void w_tick_cb(struct raft_io *inner)
 {
     vx_io_wrap *w = wrap_of_inner(inner);
+    if (w->hooks.hold_ticks != NULL && w->hooks.hold_ticks(w->hooks.data)) return;
     w->tick(&w->io);
     maybe_barrier(w);
 }
@@ -173,6 +174,7 @@ static int w_set_vote(struct raft_io *io, raft_id id) { return in(io)->set_vote(
 static int w_send(struct raft_io *io, struct raft_io_send *req, const struct raft_message *message,
                   raft_io_send_cb cb)
 {
+    if (message->server_address == NULL) return RAFT_NOCONNECTION; /* see io_wrap.h, 3. */
     return in(io)->send(in(io), req, message, cb);
 }
 

@@ -17,8 +17,13 @@
  *    write.  Results are only delayed: followers resend on the next
  *    heartbeat, and rejected results (log probing) pass untouched.
  *
- * 2. A hook on snapshot_put and close, used by the node host to fetch a
+ * 2. Hooks on snapshot_put, close and tick, used by the node host to fetch a
  *    snapshot's data before libraft persists it (snapshot_io.c).
+ *
+ * 3. A message to a peer without an address is refused (RAFT_NOCONNECTION)
+ *    instead of crashing raft_uv: libraft 0.15 answers an installed
+ *    snapshot to its "current leader", which is unset when a vote or a
+ *    higher term arrived meanwhile.
  */
 #ifndef VX_RAFT_IO_WRAP_H
 #define VX_RAFT_IO_WRAP_H
@@ -35,6 +40,10 @@ typedef struct vx_io_wrap_hooks {
                          const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb);
     /* Runs first in close; call done(w) when ready for the inner close. */
     void (*close)(void *data, vx_io_wrap *w, void (*done)(vx_io_wrap *w));
+    /* While true, libraft's ticks are withheld (a replica fetching snapshot
+     * data must not time out into an election: it lacks the data its log
+     * claims). */
+    bool (*hold_ticks)(void *data);
 } vx_io_wrap_hooks;
 
 struct vx_io_wrap {

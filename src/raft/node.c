@@ -367,6 +367,8 @@ int vx_group_new(vx_node *n, uint64_t gid, raft_id id, struct raft_fsm *fsm,
                                opt->heartbeat_timeout_ms ? opt->heartbeat_timeout_ms : 100);
     raft_set_snapshot_threshold(&g->raft, opt->snapshot_threshold ? opt->snapshot_threshold : 8192);
     raft_set_snapshot_trailing(&g->raft, opt->snapshot_trailing ? opt->snapshot_trailing : 1024);
+    raft_set_install_snapshot_timeout(
+        &g->raft, opt->install_snapshot_timeout_ms ? opt->install_snapshot_timeout_ms : 5000);
     g->next = n->groups;
     n->groups = g;
     n->open_groups++;

@@ -45,6 +45,9 @@ typedef struct vx_group_options {
     unsigned heartbeat_timeout_ms; /* default 100 */
     unsigned snapshot_threshold;   /* entries; default 8192 */
     unsigned snapshot_trailing;    /* entries kept after a snapshot; default 1024 */
+    unsigned install_snapshot_timeout_ms; /* resend an unanswered snapshot; default 5000
+                                             (the message is 32 bytes; a replica busy
+                                             fetching the data ignores resends) */
 } vx_group_options;
 
 /* ---- snapshot data ---------------------------------------------------------------

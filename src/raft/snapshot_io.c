@@ -338,9 +338,14 @@ static void hook_close(void *data, vx_io_wrap *w, void (*done)(vx_io_wrap *w))
     for (unsigned i = 0, n = g->handles_open; i < n; i++) uv_close(h[i], handle_closed_cb);
 }
 
+static bool hook_hold_ticks(void *data) { return ((vx_group *)data)->fetch != NULL; }
+
 void vx_group_io_wrap(vx_group *g)
 {
-    vx_io_wrap_hooks hooks = {.data = g, .snapshot_put = hook_snapshot_put, .close = hook_close};
+    vx_io_wrap_hooks hooks = {.data = g,
+                              .snapshot_put = hook_snapshot_put,
+                              .close = hook_close,
+                              .hold_ticks = hook_hold_ticks};
     vx_io_wrap_init(&g->wrap, &g->io, &hooks);
     pthread_mutex_init(&g->serve_mu, NULL);
     for (int i = 0; i < SN_MAX_SERVES; i++) g->serve_fds[i] = -1;

@@ -528,7 +528,7 @@ static int apply_index_cmd(vx_shard *sh, vx_store_txn *txn, vx_cmd_reader *r, vx
         cJSON_Delete(j);
         return VX_ENOMEM;
     }
-    memcpy(next->v, sh->pidx.v, sh->pidx.n * sizeof(vx_pidx_def));
+    if (sh->pidx.n) memcpy(next->v, sh->pidx.v, sh->pidx.n * sizeof(vx_pidx_def));
     rc = create ? vx_pidx_create(txn, next, f->valuestring, type)
                 : vx_pidx_drop(txn, next, f->valuestring);
     cJSON_Delete(j);

@@ -170,9 +170,24 @@ static void close_node(cluster *c, int n)
     vx_shard_fsm_destroy(&c->fsm[n]);
 }
 
+static void dump(cluster *c)
+{
+    for (int n = 0; n < NODES; n++) {
+        if (!c->up[n]) continue;
+        struct raft *r = vx_group_raft(c->grp[n]);
+        fprintf(stderr, "node %d: state %d term %llu commit %llu applied %llu shard %llu\n", n + 1,
+                raft_state(r), (unsigned long long)r->current_term,
+                (unsigned long long)r->commit_index, (unsigned long long)raft_last_applied(r),
+                (unsigned long long)vx_shard_applied(c->fsm[n].shard));
+    }
+}
+
 static void expect_same_data(cluster *c)
 {
-    assert_true(run_until(c, all_applied, 30000));
+    if (!run_until(c, all_applied, 30000)) {
+        dump(c);
+        fail_msg("replicas did not catch up");
+    }
     uint64_t d0 = 0, a0 = 0;
     bool first = true;
     for (int n = 0; n < NODES; n++) {
