@@ -15,6 +15,12 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js runs the API tests with the real Qdrant client (from npm).  Any
+# node >= 18 with npm will do (Debian 12 ships 18.19); install Debian's only
+# when there is none, so a newer one from elsewhere is left alone.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "bootstrap: all ${#PKGS[@]} packages present"
   exit 0

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # test.sh - set up and run every test: the README's test command.
 #
-#   1. bootstrap the Debian packages
-#   2. release build with -Werror, all unit tests (ctest)
-#   3. ASan + UBSan build, all unit tests
-#   4. TSan build, the concurrency tests (ctest label "tsan")
-#   5. libFuzzer smoke runs of every fuzz target (VX_FUZZ_SECONDS each, default 20)
+#   1. bootstrap the Debian packages (and Node.js when there is none)
+#   2. release build with -Werror, all unit, integration and process tests
+#   3. the API tests: `vectron serve` driven by the real Qdrant JS client and
+#      LangChain from npm (pinned in tests/api/package-lock.json)
+#   4. ASan + UBSan build, all unit tests
+#   5. TSan build, the concurrency tests (ctest label "tsan")
+#   6. libFuzzer smoke runs of every fuzz target (VX_FUZZ_SECONDS each, default 20)
 #
 # Options (environment): VX_SEED=<n> reruns the seeded tests with that seed;
 # VX_LONG=1 runs the longer variants (more fuzzing: 300 s per target).
@@ -27,6 +29,9 @@ build() { # dir, extra cmake args...
 section "release build (-Werror) and unit tests"
 build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 (cd build && ctest --output-on-failure -j1)
+
+section "API tests: the real Qdrant JS client and LangChain against vectron serve"
+bash "$ROOT/tests/api/run.sh" "$ROOT/build/vectron"
 
 section "ASan + UBSan build and unit tests"
 build build-asan -DCMAKE_BUILD_TYPE=Debug -DVX_SANITIZE=address,undefined -DVX_BENCH=OFF

@@ -598,7 +598,20 @@ static void group_close_cb(struct raft *r)
     raft_uv_close(&g->io); /* libraft's uv backend frees its state only here */
     g->closed = true;
     g->node->open_groups--;
+    void (*cb)(void *) = g->close_cb;
+    void *data = g->close_data;
+    g->close_cb = NULL;
+    if (cb) cb(data);
     node_maybe_closed(g->node);
+}
+
+void vx_group_close(vx_group *g, void (*cb)(void *data), void *data)
+{
+    if (g->closed || g->closing) return;
+    g->closing = true;
+    g->close_cb = cb;
+    g->close_data = data;
+    raft_close(&g->raft, group_close_cb);
 }
 
 void vx_node_close(vx_node *n, void (*cb)(void *data), void *data)
@@ -608,5 +621,8 @@ void vx_node_close(vx_node *n, void (*cb)(void *data), void *data)
     n->close_data = data;
     uv_close((uv_handle_t *)&n->listener, listener_close_cb);
     for (vx_group *g = n->groups; g; g = g->next)
-        if (!g->closed) raft_close(&g->raft, group_close_cb);
+        if (!g->closed && !g->closing) {
+            g->closing = true;
+            raft_close(&g->raft, group_close_cb);
+        }
 }

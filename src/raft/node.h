@@ -85,6 +85,9 @@ int vx_group_bootstrap(vx_group *g, unsigned n, const raft_id *ids, const char *
 void vx_group_set_snapshot_ops(vx_group *g, const vx_snapshot_ops *ops);
 int vx_group_start(vx_group *g);
 struct raft *vx_group_raft(vx_group *g);
+/* Close one group (its Raft log stays on disk); cb(data) on the loop
+ * thread once closed.  The group's memory is released with the node. */
+void vx_group_close(vx_group *g, void (*cb)(void *data), void *data);
 
 /* ---- membership (the operations the placement driver calls) ------------------
  * Each runs on the group's leader (VX_ESTATE elsewhere: the caller redirects

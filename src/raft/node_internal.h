@@ -30,7 +30,9 @@ struct vx_group {
     unsigned pending_connects;
     bool transport_closing;
     raft_uv_transport_close_cb transport_close_cb;
-    bool raft_inited, closed;
+    bool raft_inited, closed, closing;
+    void (*close_cb)(void *data); /* vx_group_close */
+    void *close_data;
     struct vx_group *next;
 
     /* libraft talks to `wrap` (io_wrap.h: the commit-rule guard), which

@@ -1228,3 +1228,28 @@ int vx_shard_payload_indexes(vx_shard *sh, vx_shard_pindex_info **out, size_t *n
     return 0;
 }
 
+typedef struct scan_ctx {
+    const vx_filter_expr *flt;
+    vx_shard_scan_cb cb;
+    void *ctx;
+} scan_ctx;
+
+static int scan_adapter(void *ctx, const vx_point_id *id, const vx_record *rec)
+{
+    scan_ctx *s = ctx;
+    if (s->flt && !vx_filter_eval_text(s->flt, id, rec->payload, rec->payload_len)) return 0;
+    return s->cb(s->ctx, id, rec);
+}
+
+int vx_shard_scan(vx_shard *sh, const vx_point_id *start, const vx_filter_expr *flt,
+                  vx_shard_scan_cb cb, void *ctx)
+{
+    vx_store_txn *txn;
+    int rc = vx_store_rbegin(sh->store, &txn);
+    if (rc != 0) return rc;
+    scan_ctx s = {flt, cb, ctx};
+    rc = vx_store_iterate(txn, start, scan_adapter, &s);
+    vx_store_rend(txn);
+    return rc > 0 ? 0 : rc;
+}
+

@@ -82,6 +82,15 @@ int vx_shard_search_filtered(vx_shard *sh, const float *query, uint32_t k,
                              const vx_search_params *params, const struct vx_filter_expr *flt,
                              vx_shard_hit *out, uint32_t *n_out);
 
+/* Every point with id >= start (NULL: from the first), in id order (the
+ * canonical bytes: integers ascending, then UUIDs, then strings), that
+ * satisfies flt (NULL: all), in one read transaction; cb's record is a
+ * view valid during the call.  cb returns > 0 to stop, < 0 to fail. */
+struct vx_record;
+typedef int (*vx_shard_scan_cb)(void *ctx, const vx_point_id *id, const struct vx_record *rec);
+int vx_shard_scan(vx_shard *sh, const vx_point_id *start, const struct vx_filter_expr *flt,
+                  vx_shard_scan_cb cb, void *ctx);
+
 /* Copy of one point: vector (dim floats) and payload (malloc'd, NUL-ended). */
 int vx_shard_get(vx_shard *sh, const vx_point_id *id, float *vec, char **payload,
                  uint64_t *version);

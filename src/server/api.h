@@ -1,0 +1,63 @@
+/*
+ * api.h - the HTTP API of a Vectron node: Qdrant's REST API (the clients of
+ * ../shared/reference/qdrant-rest-compat.md work unchanged) and the seed's
+ * /v1 API, one implementation behind both.
+ *
+ * The transport (libmicrohttpd, server/http.c) hands a complete request to
+ * vx_api_handle; handlers parse the JSON body, act on the runtime
+ * (server/runtime.h) and write the response.  Every failure is a JSON error
+ * with the status the clients expect: 400 bad input, 404 missing, 409
+ * exists, 413 too large, 422 unprocessable, 429 rate, 500/503 server.
+ */
+#ifndef VX_SERVER_API_H
+#define VX_SERVER_API_H
+
+#include "server/runtime.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct vx_api_limits {
+    size_t max_body_bytes;    /* refused with 413 before it is read */
+    uint32_t max_batch;       /* points per write request */
+    uint32_t max_dim;         /* vectors.size at creation */
+    uint32_t max_limit;       /* limit / top_k / offset */
+    uint32_t max_json_depth;  /* nesting of any request body */
+    uint32_t slow_query_ms;   /* requests slower than this are logged */
+    int write_timeout_ms;     /* commit + apply wait */
+} vx_api_limits;
+
+void vx_api_limits_default(vx_api_limits *l);
+
+typedef struct vx_api vx_api;
+struct vx_metrics;
+
+int vx_api_new(vx_runtime *rt, const vx_api_limits *lim, struct vx_metrics *metrics, vx_api **out);
+void vx_api_free(vx_api *api);
+const vx_api_limits *vx_api_get_limits(const vx_api *api);
+
+/* A request as the transport gives it; query parameters through get_arg. */
+typedef struct vx_api_request {
+    const char *method;
+    const char *path; /* decoded, without the query string */
+    const char *body;
+    size_t body_len;
+    const char *(*get_arg)(void *ctx, const char *key);
+    void *arg_ctx;
+    char rid[17];
+} vx_api_request;
+
+typedef struct vx_api_response {
+    int status;
+    const char *content_type;
+    char *body; /* malloc'd */
+    size_t len;
+    const char *route; /* a static name for metrics and logs */
+    const char *retry_after; /* a Retry-After header value, or NULL */
+} vx_api_response;
+
+void vx_api_handle(vx_api *api, const vx_api_request *req, vx_api_response *res);
+/* A JSON error response (the transport's own refusals: 413, 408, 500). */
+void vx_api_error(vx_api_response *res, int status, const char *msg);
+
+#endif

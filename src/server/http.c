@@ -1,0 +1,238 @@
+/*
+ * http.c - the HTTP transport (libmicrohttpd) in front of the API.
+ *
+ * One thread per connection (MHD_USE_THREAD_PER_CONNECTION): handlers block
+ * on Raft commits, and a connection's thread is the natural place to wait.
+ * Bodies are refused with 413 before they are buffered when Content-Length
+ * says they are too large (the response is queued on the first call, before
+ * MHD reads the upload); chunked bodies are cut off at the limit.  Idle and
+ * slow connections time out (MHD_OPTION_CONNECTION_TIMEOUT).  Every request
+ * gets an id (X-Request-Id), a structured log line, and its route's counters
+ * and latency histogram in /metrics.
+ */
+#define _GNU_SOURCE
+#include "server/http.h"
+
+#include "base/err.h"
+#include "base/log.h"
+#include "server/metrics.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct vx_http {
+    struct MHD_Daemon *d;
+    vx_api *api;
+    vx_metrics *metrics;
+    size_t max_body;
+    unsigned slow_ms;
+};
+
+typedef struct reqstate {
+    char *buf;
+    size_t len, cap;
+    bool too_big;
+    struct timespec t0;
+} reqstate;
+
+static double since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static const char *get_arg(void *ctx, const char *key)
+{
+    return MHD_lookup_connection_value(ctx, MHD_GET_ARGUMENT_KIND, key);
+}
+
+static enum MHD_Result send_response(struct MHD_Connection *conn, vx_api_response *res,
+                                     const char *rid)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(res->len, res->body, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(res->body);
+        return MHD_NO;
+    }
+    res->body = NULL; /* MHD frees it */
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            res->content_type ? res->content_type : "application/json");
+    MHD_add_response_header(r, "X-Request-Id", rid);
+    if (res->retry_after) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, res->retry_after);
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)res->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static void observe(vx_http *h, const char *method, const char *path, vx_api_response *res,
+                    const char *rid, double secs)
+{
+    if (h->metrics) {
+        char labels[160];
+        snprintf(labels, sizeof labels, "route=\"%s\",code=\"%d\"", res->route ? res->route : "unknown",
+                 res->status);
+        vx_counter *cnt = vx_metrics_counter(h->metrics, "vectron_http_requests_total",
+                                             "HTTP requests by route and status code", labels);
+        if (cnt) vx_counter_add(cnt, 1);
+        snprintf(labels, sizeof labels, "route=\"%s\"", res->route ? res->route : "unknown");
+        vx_histogram *hist =
+            vx_metrics_histogram(h->metrics, "vectron_http_request_duration_seconds",
+                                 "HTTP request latency by route", labels);
+        if (hist) vx_histogram_observe(hist, secs);
+    }
+    double ms = secs * 1000.0;
+    vx_log(res->status >= 500 ? VX_LOG_ERROR : VX_LOG_INFO, "http_request",
+           "rid=%s method=%s path=%s route=%s status=%d ms=%.3f", rid, method, path,
+           res->route ? res->route : "unknown", res->status, ms);
+    if (ms >= h->slow_ms)
+        vx_log(VX_LOG_WARN, "slow_query", "rid=%s method=%s path=%s route=%s ms=%.3f", rid, method,
+               path, res->route ? res->route : "unknown", ms);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    vx_http *h = cls;
+    (void)version;
+    reqstate *st = *con_cls;
+    if (st == NULL) {
+        st = calloc(1, sizeof(*st));
+        if (st == NULL) return MHD_NO;
+        clock_gettime(CLOCK_MONOTONIC, &st->t0);
+        *con_cls = st;
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl != NULL && strtoull(cl, NULL, 10) > h->max_body) {
+            st->too_big = true; /* answered now, before the body is read */
+            char rid[17];
+            vx_log_request_id(rid);
+            vx_api_response res = {0};
+            char msg[128];
+            snprintf(msg, sizeof msg, "Payload too large: the body exceeds %zu bytes",
+                     h->max_body);
+            vx_api_error(&res, 413, msg);
+            res.route = "too_large";
+            observe(h, method, url, &res, rid, since(&st->t0));
+            return send_response(conn, &res, rid);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (st->too_big) return MHD_YES;
+        if (st->len + n > h->max_body) {
+            st->too_big = true;
+            free(st->buf);
+            st->buf = NULL;
+            st->len = st->cap = 0;
+            return MHD_YES;
+        }
+        if (st->len + n + 1 > st->cap) {
+            size_t cap = st->cap ? st->cap : 4096;
+            while (cap < st->len + n + 1) cap *= 2;
+            char *b = realloc(st->buf, cap);
+            if (b == NULL) return MHD_NO;
+            st->buf = b;
+            st->cap = cap;
+        }
+        memcpy(st->buf + st->len, upload_data, n);
+        st->len += n;
+        return MHD_YES;
+    }
+    char rid[17];
+    vx_log_request_id(rid);
+    vx_api_response res = {0};
+    if (st->too_big) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "Payload too large: the body exceeds %zu bytes", h->max_body);
+        vx_api_error(&res, 413, msg);
+        res.route = "too_large";
+    } else {
+        vx_api_request req = {.method = method,
+                              .path = url,
+                              .body = st->buf ? st->buf : "",
+                              .body_len = st->len,
+                              .get_arg = get_arg,
+                              .arg_ctx = conn};
+        memcpy(req.rid, rid, sizeof rid);
+        vx_api_handle(h->api, &req, &res);
+    }
+    observe(h, method, url, &res, rid, since(&st->t0));
+    return send_response(conn, &res, rid);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    reqstate *st = *con_cls;
+    if (st) {
+        free(st->buf);
+        free(st);
+        *con_cls = NULL;
+    }
+}
+
+static void log_mhd(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    vx_log(VX_LOG_WARN, "http_server", "message=%s", msg);
+}
+
+int vx_http_start(const vx_http_options *opt, vx_api *api, vx_metrics *metrics, vx_http **out,
+                  char *errbuf)
+{
+    vx_http *h = calloc(1, sizeof(*h));
+    if (h == NULL) return VX_ENOMEM;
+    h->api = api;
+    h->metrics = metrics;
+    h->max_body = opt->max_body_bytes;
+    h->slow_ms = opt->slow_query_ms;
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(opt->port);
+    if (inet_pton(AF_INET, opt->host, &sa.sin_addr) != 1) {
+        free(h);
+        return vx_errf(errbuf, VX_HTTP_ERRMSG_LEN, VX_EINVAL, "bad listen address %s (IPv4)",
+                       opt->host);
+    }
+    h->d = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+        opt->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)opt->conn_timeout_s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, h, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, h, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+        (unsigned)1, MHD_OPTION_END);
+    if (h->d == NULL) {
+        free(h);
+        return vx_errf(errbuf, VX_HTTP_ERRMSG_LEN, VX_EIO,
+                       "cannot listen on %s:%u (in use, or not allowed)", opt->host,
+                       (unsigned)opt->port);
+    }
+    *out = h;
+    return 0;
+}
+
+void vx_http_stop(vx_http *h)
+{
+    if (h == NULL) return;
+    MHD_stop_daemon(h->d); /* waits for the connection threads */
+    free(h);
+}

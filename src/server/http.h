@@ -1,0 +1,31 @@
+/*
+ * http.h - the HTTP transport of the API (libmicrohttpd); see http.c.
+ */
+#ifndef VX_SERVER_HTTP_H
+#define VX_SERVER_HTTP_H
+
+#include "server/api.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VX_HTTP_ERRMSG_LEN 256
+
+typedef struct vx_http vx_http;
+struct vx_metrics;
+
+typedef struct vx_http_options {
+    const char *host; /* IPv4 address to listen on */
+    uint16_t port;
+    size_t max_body_bytes;
+    unsigned conn_timeout_s;  /* idle or slow connections are closed */
+    unsigned max_connections;
+    unsigned slow_query_ms;
+} vx_http_options;
+
+int vx_http_start(const vx_http_options *opt, vx_api *api, struct vx_metrics *metrics,
+                  vx_http **out, char *errbuf);
+/* Stop listening and wait for the requests in flight. */
+void vx_http_stop(vx_http *h);
+
+#endif

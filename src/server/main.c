@@ -1,0 +1,157 @@
+/*
+ * main.c - the `vectron` command.
+ *
+ *   vectron serve [flags]   the single-node database: the HTTP API (Qdrant's
+ *                           REST API and the /v1 API) over a runtime whose
+ *                           catalog and shards are one-voter Raft groups
+ *   vectron version
+ *   vectron help
+ *
+ * `serve` runs until SIGINT or SIGTERM, then stops gracefully: it stops
+ * accepting requests, lets the requests in flight finish, closes every Raft
+ * group and shard (the index is checkpointed by Raft snapshots; what is not
+ * is rebuilt from the store on the next start).  kill -9 loses nothing that
+ * was acknowledged: every acknowledged write is in the Raft log and the
+ * store.
+ */
+#define _GNU_SOURCE
+#include "base/err.h"
+#include "base/log.h"
+#include "server/api.h"
+#include "server/config.h"
+#include "server/http.h"
+#include "server/metrics.h"
+#include "server/runtime.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define VECTRON_VERSION "0.4.0"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: vectron <command> [flags]\n\n"
+                 "commands:\n"
+                 "  serve     run the single-node database (HTTP API on 127.0.0.1:6333)\n"
+                 "  version   print the version\n"
+                 "  help      this text; `vectron serve --help` lists every setting\n");
+}
+
+static bool loopback(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
+}
+
+static int serve(int argc, char **argv)
+{
+    vx_config cfg;
+    char err[VX_CONFIG_ERRMAX];
+    int first = 0;
+    if (vx_config_load(&cfg, argc, argv, &first, err) != 0) {
+        fprintf(stderr, "vectron serve: %s\n(see vectron serve --help)\n", err);
+        return 2;
+    }
+    if (cfg.help) {
+        printf("usage: vectron serve [flags]\n\nRuns the single-node database.  Settings "
+               "(defaults < config file < environment < flags):\n\n");
+        vx_config_usage(stdout);
+        return 0;
+    }
+    if (first < argc) {
+        fprintf(stderr, "vectron serve: unexpected argument %s\n", argv[first]);
+        return 2;
+    }
+    vx_log_init(stderr, vx_log_level_from_name(cfg.log_level));
+    if (!loopback(cfg.http_host))
+        vx_log(VX_LOG_WARN, "auth_disabled",
+               "message=%s host=%s",
+               "listening beyond loopback without authentication: anyone who can reach this "
+               "port can read and change every collection",
+               cfg.http_host);
+    else
+        vx_log(VX_LOG_INFO, "auth_disabled", "message=%s",
+               "no authentication: the API listens on loopback only");
+
+    /* signals are taken by sigwait below, in this thread only */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    char raft_addr[64];
+    snprintf(raft_addr, sizeof raft_addr, "127.0.0.1:%u", vx_config_raft_port(&cfg));
+    vx_runtime_options ro = {.data_dir = cfg.data_dir,
+                             .raft_address = raft_addr,
+                             .index_workers = vx_config_index_workers(&cfg),
+                             .max_backlog = cfg.max_backlog};
+    vx_runtime *rt;
+    char rerr[VX_RT_ERRMSG_LEN];
+    if (vx_runtime_open(&ro, &rt, rerr) != 0) {
+        vx_log(VX_LOG_ERROR, "start_failed", "message=%s", rerr);
+        return 1;
+    }
+    vx_metrics *metrics = vx_metrics_new();
+    vx_api_limits lim;
+    vx_api_limits_default(&lim);
+    lim.max_body_bytes = cfg.max_body_bytes;
+    lim.max_batch = cfg.max_batch_points;
+    lim.max_dim = cfg.max_dim;
+    lim.max_limit = cfg.max_limit;
+    lim.max_json_depth = cfg.max_json_depth;
+    lim.slow_query_ms = cfg.slow_query_ms;
+    vx_api *api;
+    vx_http *http = NULL;
+    int rc = vx_api_new(rt, &lim, metrics, &api);
+    if (rc == 0) {
+        vx_http_options ho = {.host = cfg.http_host,
+                              .port = (uint16_t)cfg.http_port,
+                              .max_body_bytes = cfg.max_body_bytes,
+                              .conn_timeout_s = cfg.conn_timeout_s,
+                              .max_connections = cfg.http_threads * 64,
+                              .slow_query_ms = cfg.slow_query_ms ? cfg.slow_query_ms : UINT32_MAX};
+        char herr[VX_HTTP_ERRMSG_LEN];
+        rc = vx_http_start(&ho, api, metrics, &http, herr);
+        if (rc != 0) vx_log(VX_LOG_ERROR, "start_failed", "message=%s", herr);
+    }
+    if (rc == 0) {
+        vx_runtime_wait_ready(rt, 30000);
+        vx_log(VX_LOG_INFO, "listening", "version=%s http=%s:%u raft=%s data_dir=%s",
+               VECTRON_VERSION, cfg.http_host, cfg.http_port, raft_addr, cfg.data_dir);
+        int sig = 0;
+        sigwait(&set, &sig);
+        vx_log(VX_LOG_INFO, "stopping", "signal=%d", sig);
+    }
+    vx_http_stop(http);
+    if (api) vx_api_free(api);
+    vx_runtime_close(rt);
+    vx_metrics_free(metrics);
+    vx_log(VX_LOG_INFO, "stopped", "status=%d", rc);
+    return rc == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "serve") == 0) return serve(argc - 1, argv + 1);
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("vectron %s\n", VECTRON_VERSION);
+        return 0;
+    }
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "vectron: unknown command %s\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
