@@ -32,6 +32,8 @@ build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 section "API tests: the real Qdrant JS client and LangChain against vectron serve"
 bash "$ROOT/tests/api/run.sh" "$ROOT/build/vectron"
+section "durability: kill -9 and SIGTERM restarts of vectron serve"
+bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron"
 
 section "ASan + UBSan build and unit tests"
 build build-asan -DCMAKE_BUILD_TYPE=Debug -DVX_SANITIZE=address,undefined -DVX_BENCH=OFF
@@ -40,7 +42,8 @@ build build-asan -DCMAKE_BUILD_TYPE=Debug -DVX_SANITIZE=address,undefined -DVX_B
 
 section "TSan build and concurrency tests"
 build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVX_SANITIZE=thread -DVX_BENCH=OFF
-(cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L tsan -j1)
+(cd build-tsan && TSAN_OPTIONS="halt_on_error=1 suppressions=$ROOT/tests/tsan.supp" \
+  ctest --output-on-failure -L tsan -j1)
 
 section "fuzz smoke runs (libFuzzer + ASan/UBSan)"
 secs=${VX_FUZZ_SECONDS:-20}

@@ -141,7 +141,20 @@ static int w_init(struct raft_io *io, raft_id id, const char *address)
     return rv;
 }
 
-static void inner_close(vx_io_wrap *w) { w->inner->close(w->inner, w->close_cb); }
+/* raft_uv 0.15 fires its close callback from uvMaybeFireCloseCb every time
+ * something it tracks finishes while closing, and it does not track the
+ * close of a finalized segment's writer (uvAliveSegmentFinalize dequeues
+ * the segment before UvWriterClose completes): that writer's close, a loop
+ * turn later, calls the callback again.  Pass libraft's ioCloseCb on once. */
+static void inner_close_cb(struct raft_io *inner)
+{
+    vx_io_wrap *w = wrap_of_inner(inner);
+    if (w->close_fired) return;
+    w->close_fired = true;
+    w->close_cb(inner);
+}
+
+static void inner_close(vx_io_wrap *w) { w->inner->close(w->inner, inner_close_cb); }
 
 static void w_close(struct raft_io *io, raft_io_close_cb cb)
 {

@@ -53,6 +53,7 @@ struct vx_io_wrap {
     raft_io_recv_cb recv;
     raft_io_tick_cb tick;
     raft_io_close_cb close_cb;
+    bool close_fired; /* libraft 0.15's raft_uv may report its close again */
     raft_term stored_term;  /* highest term of an entry stored locally */
     raft_term barrier_term; /* term of the last barrier this wrapper asked for */
     unsigned long held;     /* results held back (statistics, tests) */

@@ -592,9 +592,23 @@ static void node_maybe_closed(vx_node *n)
     if (cb) cb(data);
 }
 
-static void group_close_cb(struct raft *r)
+/* raft_close's callback can come before raft_uv is done with its state: a
+ * finalized segment's writer (a uv_poll and a uv_check handle) may still be
+ * closing, and its close callback then calls uvMaybeFireCloseCb(uv) again
+ * (io_wrap.c passes that second report on to nobody).  Those handles were
+ * uv_close'd before the callback, so they have finished once a handle
+ * closed now has gone through two close phases of the loop (a close issued
+ * inside a close phase lands in the next one).  Only then is the raft_uv
+ * state freed and the group reported closed. */
+static void group_reaped_cb(uv_handle_t *h)
 {
-    vx_group *g = (vx_group *)((char *)r - offsetof(vx_group, raft));
+    vx_group *g = h->data;
+    if (++g->reap_turns < 2) {
+        uv_idle_init(g->node->loop, &g->reap);
+        g->reap.data = g;
+        uv_close((uv_handle_t *)&g->reap, group_reaped_cb);
+        return;
+    }
     raft_uv_close(&g->io); /* libraft's uv backend frees its state only here */
     g->closed = true;
     g->node->open_groups--;
@@ -603,6 +617,14 @@ static void group_close_cb(struct raft *r)
     g->close_cb = NULL;
     if (cb) cb(data);
     node_maybe_closed(g->node);
+}
+
+static void group_close_cb(struct raft *r)
+{
+    vx_group *g = (vx_group *)((char *)r - offsetof(vx_group, raft));
+    uv_idle_init(g->node->loop, &g->reap);
+    g->reap.data = g;
+    uv_close((uv_handle_t *)&g->reap, group_reaped_cb);
 }
 
 void vx_group_close(vx_group *g, void (*cb)(void *data), void *data)

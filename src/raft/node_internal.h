@@ -33,6 +33,8 @@ struct vx_group {
     bool raft_inited, closed, closing;
     void (*close_cb)(void *data); /* vx_group_close */
     void *close_data;
+    uv_idle_t reap; /* closed twice after raft_close's callback: see group_close_cb */
+    int reap_turns;
     struct vx_group *next;
 
     /* libraft talks to `wrap` (io_wrap.h: the commit-rule guard), which

@@ -132,6 +132,7 @@ static int ops_install(void *data, char *errbuf)
     if (pthread_rwlock_trywrlock(&f->lock) != 0)
         return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_ESTATE, "replica in use");
     int rc = vx_shard_install(&f->shard, errbuf);
+    if (rc == 0) f->installs++;
     pthread_rwlock_unlock(&f->lock);
     return rc;
 }

@@ -53,6 +53,7 @@ typedef struct vx_shard_fsm {
     vx_shard *shard;   /* replaced by a snapshot install (loop thread, write lock) */
     struct raft *raft; /* set once the raft instance exists */
     pthread_rwlock_t lock;
+    unsigned installs; /* snapshots whose data was installed (loop thread) */
 } vx_shard_fsm;
 
 void vx_shard_fsm_init(vx_shard_fsm *f, vx_shard *shard);

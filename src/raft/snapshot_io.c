@@ -134,8 +134,9 @@ static void fetch_step(snap_fetch *f)
     if (f->received) {
         int rc = g->snap_ops.install(g->snap_ops.data, f->err);
         if (rc == 0) {
-            fprintf(stderr, "group %" PRIu64 ": snapshot %" PRIu64 " data installed\n", g->gid,
-                    (uint64_t)f->snap->index);
+            fprintf(stderr, "group %" PRIu64 " node %" PRIu64 ": snapshot %" PRIu64
+                            " data installed\n",
+                    g->gid, (uint64_t)g->id, (uint64_t)f->snap->index);
             fetch_finish(f);
             return;
         }

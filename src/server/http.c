@@ -20,13 +20,16 @@
 #include <arpa/inet.h>
 #include <inttypes.h>
 #include <microhttpd.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct vx_http {
     struct MHD_Daemon *d;
+    _Atomic int in_flight; /* requests being handled: a stop lets them finish */
     vx_api *api;
     vx_metrics *metrics;
     size_t max_body;
@@ -158,6 +161,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         vx_api_error(&res, 413, msg);
         res.route = "too_large";
     } else {
+        atomic_fetch_add(&h->in_flight, 1);
         vx_api_request req = {.method = method,
                               .path = url,
                               .body = st->buf ? st->buf : "",
@@ -166,6 +170,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                               .arg_ctx = conn};
         memcpy(req.rid, rid, sizeof rid);
         vx_api_handle(h->api, &req, &res);
+        atomic_fetch_sub(&h->in_flight, 1);
     }
     observe(h, method, url, &res, rid, since(&st->t0));
     return send_response(conn, &res, rid);
@@ -214,11 +219,12 @@ int vx_http_start(const vx_http_options *opt, vx_api *api, vx_metrics *metrics, 
                        opt->host);
     }
     h->d = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-        opt->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)opt->conn_timeout_s,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, h, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, h, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+            MHD_USE_ITC,
+        opt->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, h,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)opt->conn_timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE,
         (unsigned)1, MHD_OPTION_END);
     if (h->d == NULL) {
         free(h);
@@ -233,6 +239,13 @@ int vx_http_start(const vx_http_options *opt, vx_api *api, vx_metrics *metrics, 
 void vx_http_stop(vx_http *h)
 {
     if (h == NULL) return;
-    MHD_stop_daemon(h->d); /* waits for the connection threads */
+    /* stop accepting, let the requests being handled finish (bounded), then
+     * close every connection */
+    MHD_socket ls = MHD_quiesce_daemon(h->d);
+    if (ls != MHD_INVALID_SOCKET) close(ls);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (atomic_load(&h->in_flight) > 0 && since(&t0) < 30.0) usleep(2000);
+    MHD_stop_daemon(h->d);
     free(h);
 }

@@ -121,7 +121,7 @@ static int serve(int argc, char **argv)
     }
     if (rc == 0) {
         vx_runtime_wait_ready(rt, 30000);
-        vx_log(VX_LOG_INFO, "listening", "version=%s http=%s:%u raft=%s data_dir=%s",
+        vx_log(VX_LOG_INFO, "listening", "version=%s http_host=%s http_port=%u raft=%s data_dir=%s",
                VECTRON_VERSION, cfg.http_host, cfg.http_port, raft_addr, cfg.data_dir);
         int sig = 0;
         sigwait(&set, &sig);

@@ -810,6 +810,10 @@ static void node_closed_cb(void *data)
 {
     vx_runtime *rt = data;
     rt->node_closed = true;
+    /* the loop's own handles are all that is left: let uv_run return */
+    if (!uv_is_closing((uv_handle_t *)&rt->wake)) uv_close((uv_handle_t *)&rt->wake, NULL);
+    if (!uv_is_closing((uv_handle_t *)&rt->ready_timer))
+        uv_close((uv_handle_t *)&rt->ready_timer, NULL);
 }
 
 static void wake_cb(uv_async_t *a)

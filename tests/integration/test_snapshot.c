@@ -46,19 +46,39 @@ typedef struct cluster {
     char addr[NODES][32];
     bool up[NODES];
     char root[64];
-    int acked, proposed, closed;
-    uint64_t next_point;
+    int acked, failed, proposed, closed;
+    uint64_t next_point, points_acked;
     vx_rng rng;
-    float last_vec[DIM];
+    float last_vec[DIM];   /* of the last acknowledged batch's last point */
     uint64_t last_id;
 } cluster;
 
+typedef struct proposal {
+    struct raft_apply req;
+    cluster *c;
+    uint64_t last_id;
+    float last_vec[DIM];
+} proposal;
+
+/* A failed proposal (leadership lost: slow runs under TSan see elections)
+ * may or may not commit; the checks below compare replicas with each other
+ * and look for acknowledged points only. */
 static void apply_cb(struct raft_apply *req, int status, void *result)
 {
-    cluster *c = req->data;
+    proposal *p = (proposal *)req;
+    cluster *c = p->c;
     (void)result;
-    if (status == 0) c->acked++;
-    free(req);
+    if (status == 0) {
+        c->acked++;
+        c->points_acked += PER_BATCH;
+        if (p->last_id >= c->last_id || c->points_acked == PER_BATCH) {
+            c->last_id = p->last_id;
+            memcpy(c->last_vec, p->last_vec, sizeof c->last_vec);
+        }
+    } else {
+        c->failed++;
+    }
+    free(p);
 }
 
 static int leader_of(cluster *c)
@@ -76,7 +96,7 @@ static bool run_until(cluster *c, bool (*pred)(cluster *), int deadline_ms)
 }
 
 static bool has_leader(cluster *c) { return leader_of(c) >= 0; }
-static bool all_acked(cluster *c) { return c->acked == c->proposed; }
+static bool all_acked(cluster *c) { return c->acked + c->failed == c->proposed; }
 
 static bool all_applied(cluster *c)
 {
@@ -90,37 +110,60 @@ static bool all_applied(cluster *c)
 
 static void propose(cluster *c, int l)
 {
+    proposal *p = calloc(1, sizeof(*p));
+    p->c = c;
     vx_cmd_buf b;
     vx_cmd_begin(&b, VX_CMD_UPSERT);
     for (int i = 0; i < PER_BATCH; i++) {
         vx_point_id id;
-        c->last_id = c->next_point++;
-        vx_id_from_uint(&id, c->last_id);
-        for (int d = 0; d < DIM; d++) c->last_vec[d] = vx_rng_normal(&c->rng);
-        vx_cmd_add_point(&b, &id, c->last_vec, DIM, "{\"k\":1}", 7);
+        p->last_id = c->next_point++;
+        vx_id_from_uint(&id, p->last_id);
+        for (int d = 0; d < DIM; d++) p->last_vec[d] = vx_rng_normal(&c->rng);
+        vx_cmd_add_point(&b, &id, p->last_vec, DIM, "{\"k\":1}", 7);
     }
     uint8_t *data;
     size_t len;
     assert_int_equal(vx_cmd_finish(&b, &data, &len), 0);
-    struct raft_apply *req = malloc(sizeof(*req));
-    req->data = c;
     struct raft_buffer buf = {data, len};
-    if (raft_apply(vx_group_raft(c->grp[l]), req, &buf, 1, apply_cb) != 0) {
+    if (raft_apply(vx_group_raft(c->grp[l]), &p->req, &buf, 1, apply_cb) != 0) {
         free(data);
-        free(req);
+        free(p);
         return;
     }
     c->proposed++;
 }
 
-/* `batches` acknowledged batches, at most 16 in flight. */
+static void dump(cluster *c)
+{
+    for (int n = 0; n < NODES; n++) {
+        if (!c->up[n]) continue;
+        struct raft *r = vx_group_raft(c->grp[n]);
+        fprintf(stderr,
+                "node %d: state %d term %llu commit %llu applied %llu shard %llu snapshot put "
+                "pending %d taking %d installs %u\n",
+                n + 1, raft_state(r), (unsigned long long)r->current_term,
+                (unsigned long long)r->commit_index, (unsigned long long)raft_last_applied(r),
+                (unsigned long long)vx_shard_applied(c->fsm[n].shard),
+                r->snapshot.put.data != NULL, r->snapshot.pending.term != 0, c->fsm[n].installs);
+    }
+}
+
+/* `batches` acknowledged batches, at most 16 in flight (failed ones are
+ * replaced by new ones). */
 static void write_batches(cluster *c, int batches)
 {
-    for (int b = 0; b < batches;) {
-        assert_true(run_until(c, has_leader, 20000));
+    int target = c->acked + batches;
+    double end = vx_test_now() + 120;
+    while (c->acked < target && vx_test_now() < end) {
+        if (!run_until(c, has_leader, 20000)) break;
         int l = leader_of(c);
-        for (int k = 0; k < 16 && b < batches; k++, b++) propose(c, l);
-        assert_true(run_until(c, all_acked, 20000));
+        for (int k = 0; k < 16 && c->acked + (c->proposed - c->acked - c->failed) < target; k++)
+            propose(c, l);
+        if (!run_until(c, all_acked, 20000)) break;
+    }
+    if (c->acked < target) {
+        dump(c);
+        fail_msg("%d of %d proposals acknowledged, %d failed", c->acked, c->proposed, c->failed);
     }
 }
 
@@ -170,18 +213,6 @@ static void close_node(cluster *c, int n)
     vx_shard_fsm_destroy(&c->fsm[n]);
 }
 
-static void dump(cluster *c)
-{
-    for (int n = 0; n < NODES; n++) {
-        if (!c->up[n]) continue;
-        struct raft *r = vx_group_raft(c->grp[n]);
-        fprintf(stderr, "node %d: state %d term %llu commit %llu applied %llu shard %llu\n", n + 1,
-                raft_state(r), (unsigned long long)r->current_term,
-                (unsigned long long)r->commit_index, (unsigned long long)raft_last_applied(r),
-                (unsigned long long)vx_shard_applied(c->fsm[n].shard));
-    }
-}
-
 static void expect_same_data(cluster *c)
 {
     if (!run_until(c, all_applied, 30000)) {
@@ -194,7 +225,7 @@ static void expect_same_data(cluster *c)
         if (!c->up[n]) continue;
         uint64_t d, a;
         assert_int_equal(vx_shard_digest(c->fsm[n].shard, &d, &a), 0);
-        assert_int_equal(vx_shard_count(c->fsm[n].shard), c->next_point);
+        assert_true(vx_shard_count(c->fsm[n].shard) >= c->points_acked);
         if (first) {
             d0 = d;
             a0 = a;
@@ -269,16 +300,14 @@ static void test_snapshot_install(void **state)
     close_node(c, victim);
     write_batches(c, 200);
     open_node(c, victim, false);
-    vx_shard *before = c->fsm[victim].shard;
     expect_same_data(c);
-    assert_true(c->fsm[victim].shard != before); /* its data was replaced, not replayed */
+    assert_true(c->fsm[victim].installs > 0); /* its data was replaced, not replayed */
     expect_last_point(c, victim);
     fprintf(stderr, "restarted replica %d installed the leader's snapshot data and caught up\n",
             victim + 1);
 
     /* 2. a new, empty node joins as a learner */
     open_node(c, 3, false);
-    before = c->fsm[3].shard;
     step s = {1};
     g_step = &s;
     l = leader_of(c);
@@ -287,7 +316,7 @@ static void test_snapshot_install(void **state)
     assert_int_equal(s.status, 0);
     write_batches(c, 5);
     expect_same_data(c);
-    assert_true(c->fsm[3].shard != before);
+    assert_true(c->fsm[3].installs > 0);
     expect_last_point(c, 3);
     fprintf(stderr, "a new learner installed the snapshot data and caught up\n");
 

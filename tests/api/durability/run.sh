@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# run.sh - durability tests: restarts of `vectron serve` (kill -9, SIGTERM).
+#
+#   tests/api/durability/run.sh PATH/TO/vectron
+#
+# The tests start their own servers (fresh data dirs under $TMPDIR, free
+# ports), so no server is started here.  Installs the pinned npm packages with
+# `npm ci` when tests/api/node_modules is missing.  VX_SEED=<n> reruns with
+# the same generated data (it is printed either way); VX_KEEP_DATA=1 keeps the
+# data dirs and server logs; VX_DEADLINE_S sets the per-wait deadline (30).
+set -euo pipefail
+
+if [ $# -ne 1 ]; then
+  echo "usage: $0 PATH/TO/vectron" >&2
+  exit 2
+fi
+BIN=$1
+case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
+if [ ! -x "$BIN" ]; then
+  echo "run.sh: $BIN is not an executable" >&2
+  exit 2
+fi
+
+HERE=$(cd "$(dirname "$0")/.." && pwd) # tests/api
+cd "$HERE"
+
+if ! command -v node >/dev/null 2>&1; then
+  echo "run.sh: node is not installed (Debian: apt-get install nodejs npm)" >&2
+  exit 2
+fi
+if [ ! -d node_modules ]; then
+  echo "run.sh: installing the pinned npm packages (npm ci)"
+  npm ci --no-audit --no-fund
+fi
+
+export VECTRON_BIN=$BIN
+exec node --test durability/*.test.mjs
