@@ -27,5 +27,8 @@ int bench_filter_main(int argc, char **argv);
 /* `replicated`: acknowledged ingest into a 1- and a 3-replica shard group. */
 int bench_replicated_main(int argc, char **argv);
 void bench_filter_usage(FILE *out);
+/* `http`: ingest and search through `vectron serve`, against the in-process
+ * index in the same run. */
+int bench_http_main(int argc, char **argv);
 
 #endif

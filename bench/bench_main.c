@@ -15,6 +15,8 @@ static void usage(FILE *out)
           "  ann      recall, queries/s, latency, build time and memory of the Vectron\n"
           "           index, against hnswlib in the same run\n"
           "  replicated  acknowledged ingest into a shard group of 1 and of 3 replicas\n"
+          "  http     ingest and search through vectron serve, against the in-process\n"
+          "           index in the same run\n"
           "  filter   filtered search: recall, queries/s, latency and predicate calls of\n"
           "           the index's walk-or-scan choice against both forced, per share of\n"
           "           matching points\n"
@@ -36,6 +38,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "ann") == 0) return bench_ann_main(argc - 1, argv + 1);
     if (strcmp(cmd, "filter") == 0) return bench_filter_main(argc - 1, argv + 1);
     if (strcmp(cmd, "replicated") == 0) return bench_replicated_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "http") == 0) return bench_http_main(argc - 1, argv + 1);
     fprintf(stderr, "vectron-bench: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -8,6 +8,7 @@
  */
 #include "raft/io_wrap.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,15 +53,67 @@ static void maybe_barrier(vx_io_wrap *w)
         free(b);
 }
 
+/* Drop what a message owns (entries, snapshot data): libraft is not told. */
+static void drop_message(struct raft_message *m)
+{
+    if (m->type == RAFT_IO_APPEND_ENTRIES) {
+        struct raft_append_entries *a = &m->append_entries;
+        if (a->n_entries > 0) {
+            if (a->entries[0].batch != NULL) raft_free(a->entries[0].batch);
+            raft_free(a->entries);
+        }
+    } else if (m->type == RAFT_IO_INSTALL_SNAPSHOT) {
+        raft_configuration_close(&m->install_snapshot.conf);
+        raft_free(m->install_snapshot.data.base);
+    }
+}
+
+static void fail_stop(vx_io_wrap *w, const char *what, int status)
+{
+    if (w->failed) return;
+    w->failed = true;
+    struct raft *r = w->io.data;
+    fprintf(stderr,
+            "raft node %llu: %s failed (%s): this replica stops (fail-stop) and rejoins from its "
+            "peers after a restart\n",
+            (unsigned long long)r->id, what, raft_strerror(status));
+}
+
 static void w_recv_cb(struct raft_io *inner, struct raft_message *m)
 {
     vx_io_wrap *w = wrap_of_inner(inner);
     struct raft *r = w->io.data;
+    if (w->failed) {
+        drop_message(m);
+        return;
+    }
     if (m->type == RAFT_IO_APPEND_ENTRIES_RESULT && m->append_entries_result.rejected == 0 &&
         m->append_entries_result.term == r->current_term && leading_without_own_entry(w)) {
         maybe_barrier(w);
         w->held++;
         return; /* nothing to free: a result carries no buffers */
+    }
+    if (m->type == RAFT_IO_APPEND_ENTRIES) { /* see io_wrap.h, 5. */
+        const struct raft_append_entries *a = &m->append_entries;
+        raft_index end = a->prev_log_index + a->n_entries;
+        if (a->term != w->ae_term) {
+            w->ae_term = a->term;
+            w->ae_max_end = 0;
+        }
+        if (a->n_entries > 0 && end > w->ae_max_end) w->ae_max_end = end;
+        w->in_recv = true;
+        w->recv_end = end;
+        w->recv(&w->io, m);
+        w->in_recv = false;
+        return;
+    }
+    if (m->type == RAFT_IO_INSTALL_SNAPSHOT) { /* an installed snapshot verifies its index */
+        const struct raft_install_snapshot *is = &m->install_snapshot;
+        if (is->term != w->ae_term) {
+            w->ae_term = is->term;
+            w->ae_max_end = 0;
+        }
+        if (is->last_index > w->ae_max_end) w->ae_max_end = is->last_index;
     }
     w->recv(&w->io, m);
 }
@@ -68,6 +121,7 @@ static void w_recv_cb(struct raft_io *inner, struct raft_message *m)
 static void w_tick_cb(struct raft_io *inner)
 {
     vx_io_wrap *w = wrap_of_inner(inner);
+    if (w->failed) return;
     if (w->hooks.hold_ticks != NULL && w->hooks.hold_ticks(w->hooks.data)) return;
     w->tick(&w->io);
     maybe_barrier(w);
@@ -84,6 +138,8 @@ typedef struct append_req {
 static void append_cb(struct raft_io_append *req, int status)
 {
     append_req *a = req->data;
+    if (status == 0 && a->w->fault_in > 0 && --a->w->fault_in == 0) status = RAFT_IOERR;
+    if (status != 0 && status != RAFT_CANCELED) fail_stop(a->w, "a log write", status);
     if (status == 0 && a->term > a->w->stored_term) a->w->stored_term = a->term;
     raft_io_append_cb cb = a->cb;
     struct raft_io_append *orig = a->orig;
@@ -94,6 +150,7 @@ static void append_cb(struct raft_io_append *req, int status)
 static int w_append(struct raft_io *io, struct raft_io_append *req,
                     const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
 {
+    if (wrap_of(io)->failed) return RAFT_IOERR;
     append_req *a = malloc(sizeof(*a));
     if (a == NULL) return RAFT_NOMEM;
     a->req.data = a;
@@ -188,6 +245,17 @@ static int w_send(struct raft_io *io, struct raft_io_send *req, const struct raf
                   raft_io_send_cb cb)
 {
     if (message->server_address == NULL) return RAFT_NOCONNECTION; /* see io_wrap.h, 3. */
+    vx_io_wrap *w = wrap_of(io);
+    if (w->failed) return RAFT_NOCONNECTION;
+    if (message->type == RAFT_IO_APPEND_ENTRIES_RESULT &&
+        message->append_entries_result.rejected == 0) { /* see io_wrap.h, 5. */
+        raft_index cap = w->in_recv ? w->recv_end : w->ae_max_end;
+        if (message->append_entries_result.last_log_index > cap) {
+            struct raft_message m = *message; /* the inner io encodes it before returning */
+            m.append_entries_result.last_log_index = cap;
+            return in(io)->send(in(io), req, &m, cb);
+        }
+    }
     return in(io)->send(in(io), req, message, cb);
 }
 
@@ -224,6 +292,8 @@ static int w_async_work(struct raft_io *io, struct raft_io_async_work *req,
 {
     return in(io)->async_work(in(io), req, cb);
 }
+
+void vx_io_wrap_inject_fault(vx_io_wrap *w, unsigned n) { w->fault_in = n; }
 
 void vx_io_wrap_init(vx_io_wrap *w, struct raft_io *inner, const vx_io_wrap_hooks *hooks)
 {

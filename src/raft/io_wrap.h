@@ -20,6 +20,29 @@
  * 2. Hooks on snapshot_put, close and tick, used by the node host to fetch a
  *    snapshot's data before libraft persists it (snapshot_io.c).
  *
+ * 5. What a follower reports it holds.  libraft 0.15 answers a successful
+ *    AppendEntries with last_log_index = its whole stored log, and the
+ *    leader counts that as matched up to min(that, its own last index).  A
+ *    follower holding a stale tail from an old term (same indexes, other
+ *    terms) thus makes the leader count entries the follower does not have,
+ *    and commit them on too few replicas (found by our fixture test, seed
+ *    728 with disk faults: an acknowledged write lost).  The wrapper caps
+ *    the reported index at what the request it answers verified:
+ *    prev_log_index + n_entries (for answers given inside the receive, i.e.
+ *    heartbeats and rejections, exactly that request's; for answers after a
+ *    disk write or a snapshot install, the highest such end -- or snapshot
+ *    index -- among this term's requests).
+ *
+ * 4. Fail-stop on storage errors.  libraft 0.15 carries on after a failed
+ *    write (a follower answers "rejected", a leader fails the request and
+ *    keeps the entry in memory).  We do not: once the inner io reports a
+ *    failed append or snapshot write (an fsync that failed may or may not
+ *    have persisted the data, and is never retried), the wrapper stops the
+ *    replica -- it drops every message and tick and refuses every request --
+ *    so it neither votes nor acknowledges again; its peers go on, and it
+ *    rejoins from them after a restart.  vx_io_wrap_inject_fault makes the
+ *    n-th later append report a failure after writing (tests).
+ *
  * 3. A message to a peer without an address is refused (RAFT_NOCONNECTION)
  *    instead of crashing raft_uv: libraft 0.15 answers an installed
  *    snapshot to its "current leader", which is unset when a vote or a
@@ -57,7 +80,17 @@ struct vx_io_wrap {
     raft_term stored_term;  /* highest term of an entry stored locally */
     raft_term barrier_term; /* term of the last barrier this wrapper asked for */
     unsigned long held;     /* results held back (statistics, tests) */
+    bool failed;            /* fail-stopped after a storage error */
+    bool in_recv;           /* inside libraft's handling of an AppendEntries */
+    raft_index recv_end;    /* its prev_log_index + n_entries */
+    raft_term ae_term;      /* term of the AppendEntries seen last */
+    raft_index ae_max_end;  /* highest prev_log_index + n_entries this term */
+    unsigned fault_in;      /* inject: the fault_in-th next append fails (0: none) */
 };
+
+/* Make the n-th next append (n >= 1) report an I/O error after the inner io
+ * wrote it, as a failed fsync would. */
+void vx_io_wrap_inject_fault(vx_io_wrap *w, unsigned n);
 
 /* Set up w in front of inner.  When raft_init already ran on inner (the
  * fixture), set raft->io = &w->io and w->io.data = raft before raft_start. */

@@ -65,7 +65,8 @@ typedef struct vx_config {
     /* Deepest JSON nesting accepted in a request (bounds the recursion of
      * the parser and of filters), 1..1024.  Default 64. */
     unsigned max_json_depth;
-    /* HTTP worker threads, 1..1024.  Default 16. */
+    /* HTTP concurrency, 1..1024: at most 64 x N connections are open at once,
+     * each served by its own thread.  Default 16. */
     unsigned http_threads;
     /* Idle or slow connections are closed after this many seconds,
      * 1..86400.  Default 30. */

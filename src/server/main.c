@@ -41,6 +41,8 @@ static void usage(FILE *out)
                  "  help      this text; `vectron serve --help` lists every setting\n");
 }
 
+static void observe_commit(void *ctx, double seconds) { vx_histogram_observe(ctx, seconds); }
+
 static bool loopback(const char *host)
 {
     return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
@@ -84,19 +86,25 @@ static int serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    vx_metrics *metrics = vx_metrics_new();
+    vx_histogram *commit_hist =
+        vx_metrics_histogram(metrics, "vectron_raft_commit_seconds",
+                             "Raft propose to commit+apply latency of acknowledged writes", "");
     char raft_addr[64];
     snprintf(raft_addr, sizeof raft_addr, "127.0.0.1:%u", vx_config_raft_port(&cfg));
     vx_runtime_options ro = {.data_dir = cfg.data_dir,
                              .raft_address = raft_addr,
                              .index_workers = vx_config_index_workers(&cfg),
-                             .max_backlog = cfg.max_backlog};
+                             .max_backlog = cfg.max_backlog,
+                             .observe_commit = observe_commit,
+                             .observe_ctx = commit_hist};
     vx_runtime *rt;
     char rerr[VX_RT_ERRMSG_LEN];
     if (vx_runtime_open(&ro, &rt, rerr) != 0) {
         vx_log(VX_LOG_ERROR, "start_failed", "message=%s", rerr);
+        vx_metrics_free(metrics);
         return 1;
     }
-    vx_metrics *metrics = vx_metrics_new();
     vx_api_limits lim;
     vx_api_limits_default(&lim);
     lim.max_body_bytes = cfg.max_body_bytes;
@@ -105,7 +113,7 @@ static int serve(int argc, char **argv)
     lim.max_limit = cfg.max_limit;
     lim.max_json_depth = cfg.max_json_depth;
     lim.slow_query_ms = cfg.slow_query_ms;
-    vx_api *api;
+    vx_api *api = NULL;
     vx_http *http = NULL;
     int rc = vx_api_new(rt, &lim, metrics, &api);
     if (rc == 0) {

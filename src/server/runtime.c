@@ -65,6 +65,7 @@ typedef enum { T_PROPOSE, T_BARRIER, T_CATALOG, T_STOP } task_kind;
 
 typedef struct task {
     task_kind kind;
+    vx_runtime *rt;
     uint64_t gid;
     uint8_t *buf;
     size_t len;
@@ -84,6 +85,8 @@ struct vx_runtime {
     char dir[400];
     char address[64];
     uint32_t max_backlog;
+    void (*observe_commit)(void *ctx, double seconds);
+    void *observe_ctx;
     uv_loop_t loop;
     uv_async_t wake;
     uv_timer_t ready_timer;
@@ -769,7 +772,11 @@ static int map_raft_status(int status)
 static void apply_cb(struct raft_apply *req, int status, void *result)
 {
     task *t = req->data;
-    if (status == 0 && t->shard) atomic_store(&t->shard->commit_ns, now_ns() - t->t0_ns);
+    if (status == 0 && t->shard) {
+        uint64_t ns = now_ns() - t->t0_ns;
+        atomic_store(&t->shard->commit_ns, ns);
+        if (t->rt && t->rt->observe_commit) t->rt->observe_commit(t->rt->observe_ctx, (double)ns / 1e9);
+    }
     vx_fsm_result r = status == 0 ? vx_fsm_result_decode(result) : (vx_fsm_result){0, 0};
     task_complete(t, map_raft_status(status), r.status);
 }
@@ -948,6 +955,8 @@ int vx_runtime_open(const vx_runtime_options *opt, vx_runtime **out, char *errbu
     snprintf(rt->dir, sizeof rt->dir, "%s", opt->data_dir);
     snprintf(rt->address, sizeof rt->address, "%s", opt->raft_address);
     rt->max_backlog = opt->max_backlog ? opt->max_backlog : 20000;
+    rt->observe_commit = opt->observe_commit;
+    rt->observe_ctx = opt->observe_ctx;
     rt->next_gid = FIRST_SHARD_GID;
     pthread_mutex_init(&rt->task_mu, NULL);
     pthread_rwlock_init(&rt->coll_lock, NULL);
@@ -1242,6 +1251,7 @@ int vx_collection_propose(vx_collection *c, uint32_t i, uint8_t *cmd, size_t len
     t->buf = cmd;
     t->len = len;
     t->shard = &c->shards[i];
+    t->rt = c->rt;
     int rc = submit(c->rt, t, timeout_ms, status);
     task_unref(t);
     return rc;

@@ -40,6 +40,10 @@ typedef struct vx_runtime_options {
     const char *raft_address;  /* "127.0.0.1:7333" */
     unsigned index_workers;    /* 0: number of CPUs */
     uint32_t max_backlog;      /* queued index changes per shard before writes wait */
+    /* called on the loop thread with the propose-to-apply time of every
+     * acknowledged write (the Raft commit latency metric); may be NULL */
+    void (*observe_commit)(void *ctx, double seconds);
+    void *observe_ctx;
 } vx_runtime_options;
 
 /* Open (creating if needed) and start the loop thread; every collection of

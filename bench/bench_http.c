@@ -1,0 +1,450 @@
+/*
+ * bench_http.c - `vectron-bench http`: the single-node server over HTTP.
+ *
+ * Starts `vectron serve` (the binary given with --server) on a fresh data
+ * directory and measures, through its Qdrant REST API:
+ *   1. acknowledged ingest: points/s of PUT .../points?wait=true with
+ *      batches of 100 and 1000 points, 128-d (the SIFT base) and 768-d
+ *      (Gaussian), over --writers parallel connections, and the time from
+ *      the last acknowledgement until every point is in the index (the
+ *      collection's status turns green);
+ *   2. search at a fixed ef over --conns parallel keep-alive connections:
+ *      queries/s, p50/p99/p99.9 latency and recall@10 on the SIFT queries;
+ *      and, in the same run, the in-process index built with the same
+ *      parameters, searched at the same ef by as many threads: queries/s and
+ *      recall.  The ratio HTTP/in-process is the cost of the whole server
+ *      path (HTTP, JSON, the shard's read path, ids and payload lookups).
+ * One JSON line per measurement on stdout.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+#include "bench_util.h"
+
+#include "base/err.h"
+#include "base/fvecs.h"
+#include "cli/http_client.h"
+#include "index/index.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct opts {
+    const char *server, *base, *query, *gt;
+    unsigned conns, writers, ef, k;
+    size_t n128, n768;
+    int port;
+} opts;
+
+static char g_url[64];
+
+/* ---- JSON bodies ------------------------------------------------------------------ */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+static void sb_grow(sbuf *b, size_t n)
+{
+    if (b->len + n + 1 <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 1 << 16;
+    while (cap < b->len + n + 1) cap *= 2;
+    b->p = realloc(b->p, cap);
+    if (b->p == NULL) bench_fail("out of memory");
+    b->cap = cap;
+}
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    sb_grow(b, 64);
+    va_start(ap, fmt);
+    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if ((size_t)n >= b->cap - b->len) {
+        sb_grow(b, (size_t)n);
+        va_start(ap, fmt);
+        vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+    }
+    b->len += (size_t)n;
+}
+
+static void sb_vector(sbuf *b, const float *v, size_t dim)
+{
+    sb_grow(b, dim * 16 + 2);
+    b->p[b->len++] = '[';
+    for (size_t i = 0; i < dim; i++) {
+        if (i) b->p[b->len++] = ',';
+        b->len += (size_t)snprintf(b->p + b->len, 16, "%.7g", (double)v[i]);
+    }
+    b->p[b->len++] = ']';
+}
+
+static int request(vx_httpc *c, const char *method, const char *path, const char *body,
+                   size_t len, int want, char **out)
+{
+    vx_httpc_response r;
+    if (vx_httpc_request(c, method, path, body, len, &r) != 0) {
+        fprintf(stderr, "%s %s: %s\n", method, path, c->errmsg);
+        return -1;
+    }
+    int ok = r.status == want;
+    if (!ok) fprintf(stderr, "%s %s: HTTP %d %.300s\n", method, path, r.status, r.body);
+    if (out) *out = ok ? r.body : NULL;
+    if (!out || !ok) vx_httpc_response_free(&r);
+    return ok ? 0 : -1;
+}
+
+/* ---- the server ------------------------------------------------------------------------ */
+
+static pid_t start_server(const opts *o, char *dir)
+{
+    snprintf(dir, 64, "/tmp/vx_bench_http_XXXXXX");
+    if (mkdtemp(dir) == NULL) bench_fail("mkdtemp");
+    char port[16], logp[128];
+    snprintf(port, sizeof port, "%d", o->port);
+    snprintf(logp, sizeof logp, "%s.log", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        FILE *f = freopen(logp, "w", stderr);
+        (void)f;
+        execl(o->server, o->server, "serve", "--data-dir", dir, "--http-port", port,
+              "--log-level", "warn", (char *)NULL);
+        _exit(127);
+    }
+    snprintf(g_url, sizeof g_url, "http://127.0.0.1:%d", o->port);
+    vx_httpc c;
+    char err[VX_HTTPC_ERRMSG_LEN];
+    vx_httpc_init(&c, g_url, 5, NULL, err);
+    for (int i = 0; i < 600; i++) {
+        vx_httpc_response r;
+        if (vx_httpc_request(&c, "GET", "/readyz", NULL, 0, &r) == 0) {
+            int st = r.status;
+            vx_httpc_response_free(&r);
+            if (st == 200) {
+                vx_httpc_close(&c);
+                return pid;
+            }
+        }
+        usleep(50000);
+    }
+    kill(pid, SIGKILL);
+    bench_fail("the server did not become ready (log: %s)", logp);
+    return -1;
+}
+
+/* ---- ingest ------------------------------------------------------------------------------------ */
+
+typedef struct ingest_job {
+    const char *coll;
+    const float *data;
+    size_t dim, n, batch;
+    _Atomic size_t next; /* next batch start */
+    _Atomic int failed;
+    double *ack_ms; /* per batch */
+} ingest_job;
+
+static void *ingest_main(void *arg)
+{
+    ingest_job *j = arg;
+    vx_httpc c;
+    char err[VX_HTTPC_ERRMSG_LEN], path[200];
+    vx_httpc_init(&c, g_url, 120, NULL, err);
+    snprintf(path, sizeof path, "/collections/%s/points?wait=true", j->coll);
+    sbuf b = {0};
+    for (;;) {
+        size_t start = atomic_fetch_add(&j->next, j->batch);
+        if (start >= j->n || atomic_load(&j->failed)) break;
+        size_t end = start + j->batch < j->n ? start + j->batch : j->n;
+        b.len = 0;
+        sb_printf(&b, "{\"points\":[");
+        for (size_t i = start; i < end; i++) {
+            sb_printf(&b, "%s{\"id\":%zu,\"vector\":", i > start ? "," : "", i);
+            sb_vector(&b, j->data + i * j->dim, j->dim);
+            sb_printf(&b, ",\"payload\":{\"i\":%zu}}", i);
+        }
+        sb_printf(&b, "]}");
+        double t0 = bench_now_s();
+        if (request(&c, "PUT", path, b.p, b.len, 200, NULL) != 0) atomic_store(&j->failed, 1);
+        j->ack_ms[start / j->batch] = (bench_now_s() - t0) * 1000.0;
+    }
+    free(b.p);
+    vx_httpc_close(&c);
+    return NULL;
+}
+
+static bool collection_green(vx_httpc *c, const char *coll)
+{
+    char path[160], *body = NULL;
+    snprintf(path, sizeof path, "/collections/%s", coll);
+    if (request(c, "GET", path, NULL, 0, 200, &body) != 0) return false;
+    bool green = strstr(body, "\"status\":\"green\"") != NULL;
+    free(body);
+    return green;
+}
+
+static void run_ingest(const opts *o, const float *data, size_t dim, size_t n, size_t batch,
+                       const char *coll)
+{
+    vx_httpc c;
+    char err[VX_HTTPC_ERRMSG_LEN], path[160], body[200];
+    vx_httpc_init(&c, g_url, 120, NULL, err);
+    snprintf(path, sizeof path, "/collections/%s", coll);
+    request(&c, "DELETE", path, NULL, 0, 200, NULL);
+    snprintf(body, sizeof body,
+             "{\"vectors\":{\"size\":%zu,\"distance\":\"Euclid\"},\"hnsw_config\":{\"m\":16,"
+             "\"ef_construct\":100}}",
+             dim);
+    if (request(&c, "PUT", path, body, strlen(body), 200, NULL) != 0) bench_fail("create");
+    size_t nb = (n + batch - 1) / batch;
+    ingest_job j = {.coll = coll, .data = data, .dim = dim, .n = n, .batch = batch,
+                    .ack_ms = calloc(nb, sizeof(double))};
+    pthread_t th[64];
+    unsigned w = o->writers < 64 ? o->writers : 64;
+    double t0 = bench_now_s();
+    for (unsigned i = 0; i < w; i++) pthread_create(&th[i], NULL, ingest_main, &j);
+    for (unsigned i = 0; i < w; i++) pthread_join(th[i], NULL);
+    double t_ack = bench_now_s() - t0;
+    if (atomic_load(&j.failed)) bench_fail("ingest into %s failed", coll);
+    double t1 = bench_now_s();
+    while (!collection_green(&c, coll)) usleep(20000);
+    double t_indexed = bench_now_s() - t1;
+    qsort(j.ack_ms, nb, sizeof(double), bench_cmp_double);
+    printf("{\"bench\":\"http_ingest\",\"dim\":%zu,\"batch\":%zu,\"points\":%zu,\"writers\":%u,"
+           "\"points_per_s\":%.0f,\"ack_p50_ms\":%.2f,\"ack_p99_ms\":%.2f,"
+           "\"indexed_after_last_ack_s\":%.2f}\n",
+           dim, batch, n, w, (double)n / t_ack, bench_percentile_sorted(j.ack_ms, nb, 50),
+           bench_percentile_sorted(j.ack_ms, nb, 99), t_indexed);
+    fflush(stdout);
+    free(j.ack_ms);
+    vx_httpc_close(&c);
+}
+
+/* ---- search ----------------------------------------------------------------------------------- */
+
+typedef struct search_job {
+    const char *coll;
+    const float *q;
+    size_t dim, nq, k;
+    unsigned ef;
+    _Atomic size_t next;
+    double *lat_ms;
+    uint64_t *ids; /* nq * k */
+    _Atomic int failed;
+} search_job;
+
+static void parse_ids(const char *body, uint64_t *ids, size_t k)
+{
+    size_t n = 0;
+    for (const char *p = strstr(body, "\"id\":"); p && n < k; p = strstr(p + 5, "\"id\":"))
+        ids[n++] = strtoull(p + 5, NULL, 10);
+    for (; n < k; n++) ids[n] = UINT64_MAX;
+}
+
+static void *search_main(void *arg)
+{
+    search_job *j = arg;
+    vx_httpc c;
+    char err[VX_HTTPC_ERRMSG_LEN], path[200];
+    vx_httpc_init(&c, g_url, 60, NULL, err);
+    snprintf(path, sizeof path, "/collections/%s/points/search", j->coll);
+    sbuf b = {0};
+    for (;;) {
+        size_t i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->nq || atomic_load(&j->failed)) break;
+        b.len = 0;
+        sb_printf(&b, "{\"vector\":");
+        sb_vector(&b, j->q + i * j->dim, j->dim);
+        sb_printf(&b, ",\"limit\":%zu,\"params\":{\"hnsw_ef\":%u}}", j->k, j->ef);
+        double t0 = bench_now_s();
+        char *body = NULL;
+        if (request(&c, "POST", path, b.p, b.len, 200, &body) != 0) {
+            atomic_store(&j->failed, 1);
+            break;
+        }
+        j->lat_ms[i] = (bench_now_s() - t0) * 1000.0;
+        parse_ids(body, j->ids + i * j->k, j->k);
+        free(body);
+    }
+    free(b.p);
+    vx_httpc_close(&c);
+    return NULL;
+}
+
+typedef struct local_job {
+    vx_index *idx;
+    const float *q;
+    size_t dim, nq, k;
+    unsigned ef;
+    _Atomic size_t next;
+    uint64_t *ids;
+} local_job;
+
+static void *local_main(void *arg)
+{
+    local_job *j = arg;
+    vx_hit hits[100];
+    vx_search_params p = {.ef = j->ef};
+    for (;;) {
+        size_t i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->nq) break;
+        uint32_t n = 0;
+        vx_index_search(j->idx, j->q + i * j->dim, (uint32_t)j->k, &p, NULL, hits, &n);
+        for (size_t r = 0; r < j->k; r++) j->ids[i * j->k + r] = r < n ? hits[r].label : UINT64_MAX;
+    }
+    return NULL;
+}
+
+static double recall(const uint64_t *ids, const int32_t *gt, size_t gt_k, size_t nq, size_t k)
+{
+    size_t hit = 0;
+    for (size_t i = 0; i < nq; i++)
+        for (size_t a = 0; a < k; a++)
+            for (size_t b = 0; b < k; b++)
+                if (ids[i * k + a] == (uint64_t)gt[i * gt_k + b]) {
+                    hit++;
+                    break;
+                }
+    return (double)hit / (double)(nq * k);
+}
+
+static void run_search(const opts *o, const float *base, size_t nbase, const float *q, size_t nq,
+                       size_t dim, const int32_t *gt, size_t gt_k)
+{
+    size_t k = o->k;
+    search_job j = {.coll = "sift", .q = q, .dim = dim, .nq = nq, .k = k, .ef = o->ef,
+                    .lat_ms = calloc(nq, sizeof(double)), .ids = calloc(nq * k, sizeof(uint64_t))};
+    pthread_t th[256];
+    unsigned cn = o->conns < 256 ? o->conns : 256;
+    /* warm-up pass, then the measured one */
+    for (int pass = 0; pass < 2; pass++) {
+        atomic_store(&j.next, 0);
+        double t0 = bench_now_s();
+        for (unsigned i = 0; i < cn; i++) pthread_create(&th[i], NULL, search_main, &j);
+        for (unsigned i = 0; i < cn; i++) pthread_join(th[i], NULL);
+        double secs = bench_now_s() - t0;
+        if (atomic_load(&j.failed)) bench_fail("search failed");
+        if (pass == 0) continue;
+        double r = recall(j.ids, gt, gt_k, nq, k);
+        qsort(j.lat_ms, nq, sizeof(double), bench_cmp_double);
+        double http_qps = (double)nq / secs;
+        /* the in-process engine, same parameters, same ef, as many threads */
+        vx_index_config cfg;
+        vx_index_config_default(&cfg, (uint32_t)dim, VX_METRIC_L2);
+        cfg.m = 16;
+        cfg.ef_construction = 100;
+        vx_index *idx;
+        char err[VX_ERRMSG_LEN];
+        if (vx_index_new(&cfg, &idx, err) != 0) bench_fail("index: %s", err);
+        for (size_t i = 0; i < nbase; i++) vx_index_add(idx, i, base + i * dim, err);
+        local_job l = {.idx = idx, .q = q, .dim = dim, .nq = nq, .k = k, .ef = o->ef,
+                       .ids = calloc(nq * k, sizeof(uint64_t))};
+        double lt = 0;
+        for (int lp = 0; lp < 2; lp++) {
+            atomic_store(&l.next, 0);
+            double l0 = bench_now_s();
+            for (unsigned i = 0; i < cn; i++) pthread_create(&th[i], NULL, local_main, &l);
+            for (unsigned i = 0; i < cn; i++) pthread_join(th[i], NULL);
+            lt = bench_now_s() - l0;
+        }
+        double local_qps = (double)nq / lt;
+        double lr = recall(l.ids, gt, gt_k, nq, k);
+        printf("{\"bench\":\"http_search\",\"points\":%zu,\"queries\":%zu,\"ef\":%u,\"conns\":%u,"
+               "\"qps\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"recall\":%.4f,"
+               "\"inprocess_qps\":%.0f,\"inprocess_recall\":%.4f,\"ratio\":%.3f}\n",
+               nbase, nq, o->ef, cn, http_qps, bench_percentile_sorted(j.lat_ms, nq, 50),
+               bench_percentile_sorted(j.lat_ms, nq, 99),
+               bench_percentile_sorted(j.lat_ms, nq, 99.9), r, local_qps, lr,
+               http_qps / local_qps);
+        fflush(stdout);
+        free(l.ids);
+        vx_index_free(idx);
+    }
+    free(j.lat_ms);
+    free(j.ids);
+}
+
+static void usage(FILE *out)
+{
+    fputs("usage: vectron-bench http --server PATH/TO/vectron --base B.fvecs --query Q.fvecs\n"
+          "                          --gt G.ivecs [--ef 64] [--conns 8] [--writers 4]\n"
+          "                          [--n768 20000] [--port 16500]\n",
+          out);
+}
+
+int bench_http_main(int argc, char **argv)
+{
+    opts o = {.conns = 8, .writers = 4, .ef = 64, .k = 10, .n768 = 20000, .port = 16500};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (v == NULL) return bench_usage_error("%s needs a value", a);
+        i++;
+        if (strcmp(a, "--server") == 0) o.server = v;
+        else if (strcmp(a, "--base") == 0) o.base = v;
+        else if (strcmp(a, "--query") == 0) o.query = v;
+        else if (strcmp(a, "--gt") == 0) o.gt = v;
+        else if (strcmp(a, "--ef") == 0) o.ef = (unsigned)atoi(v);
+        else if (strcmp(a, "--conns") == 0) o.conns = (unsigned)atoi(v);
+        else if (strcmp(a, "--writers") == 0) o.writers = (unsigned)atoi(v);
+        else if (strcmp(a, "--n768") == 0) o.n768 = (size_t)atol(v);
+        else if (strcmp(a, "--port") == 0) o.port = atoi(v);
+        else return bench_usage_error("unknown option %s", a);
+    }
+    if (!o.server || !o.base || !o.query || !o.gt) {
+        usage(stderr);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    float *base, *q;
+    int32_t *gt;
+    size_t nb, d, nq, dq, ngt, gk;
+    char err[VX_ERRMSG_LEN];
+    if (vx_fvecs_read(o.base, 0, &base, &nb, &d, err) != 0 ||
+        vx_fvecs_read(o.query, 0, &q, &nq, &dq, err) != 0 ||
+        vx_ivecs_read(o.gt, 0, &gt, &ngt, &gk, err) != 0)
+        bench_fail("reading data: %s", err);
+    char dir[64];
+    pid_t pid = start_server(&o, dir);
+    /* 768-d Gaussian vectors for the wide ingest */
+    float *wide = malloc(o.n768 * 768 * sizeof(float));
+    unsigned long long s = 12345;
+    for (size_t i = 0; i < o.n768 * 768; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        wide[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5);
+    }
+    size_t batches[2] = {100, 1000};
+    for (int b = 0; b < 2; b++) {
+        char name[32];
+        snprintf(name, sizeof name, "ingest128_%zu", batches[b]);
+        run_ingest(&o, base, d, nb, batches[b], name);
+        snprintf(name, sizeof name, "ingest768_%zu", batches[b]);
+        run_ingest(&o, wide, 768, o.n768, batches[b], name);
+    }
+    run_ingest(&o, base, d, nb, 1000, "sift");
+    run_search(&o, base, nb, q, nq, d, gt, gk);
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s.log", dir, dir);
+    if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);
+    free(wide);
+    free(base);
+    free(q);
+    free(gt);
+    return 0;
+}
