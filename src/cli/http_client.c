@@ -35,9 +35,9 @@
 
 #define DEFAULT_PORT "6333"
 #define RBUF_INIT 65536
-#define MAX_LINE 65536    /* one status or header line */
-#define MAX_HEADERS 200   /* header lines in one response */
-#define HEAD_MAX 3072     /* request line + headers we write */
+#define MAX_LINE 65536  /* one status or header line */
+#define MAX_HEADERS 200 /* header lines in one response */
+#define HEAD_MAX 3072   /* request line + headers we write */
 
 /* ---- URLs ------------------------------------------------------------------------------- */
 
@@ -92,8 +92,7 @@ int vx_httpc_url_parse(const char *url, vx_httpc_url *u, char *errbuf)
     if (port != NULL) {
         size_t plen = (size_t)(aend - port);
         unsigned long v = 0;
-        if (plen == 0 || plen > 5)
-            return vx_errf(errbuf, en, VX_EINVAL, "%s: bad port", url);
+        if (plen == 0 || plen > 5) return vx_errf(errbuf, en, VX_EINVAL, "%s: bad port", url);
         for (size_t i = 0; i < plen; i++) {
             if (!isdigit((unsigned char)port[i]))
                 return vx_errf(errbuf, en, VX_EINVAL, "%s: bad port", url);
@@ -106,10 +105,13 @@ int vx_httpc_url_parse(const char *url, vx_httpc_url *u, char *errbuf)
         memcpy(u->port, DEFAULT_PORT, sizeof DEFAULT_PORT);
     }
     if (*aend == '?' || *aend == '#' || strpbrk(aend, "?#") != NULL)
-        return vx_errf(errbuf, en, VX_EINVAL, "%s: a query or fragment in the base URL is not "
-                                              "supported", url);
+        return vx_errf(errbuf, en, VX_EINVAL,
+                       "%s: a query or fragment in the base URL is not "
+                       "supported",
+                       url);
     size_t plen = strlen(aend);
-    while (plen > 0 && aend[plen - 1] == '/') plen--;
+    while (plen > 0 && aend[plen - 1] == '/')
+        plen--;
     if (plen >= sizeof u->prefix)
         return vx_errf(errbuf, en, VX_EINVAL, "%s: path prefix too long", url);
     memcpy(u->prefix, aend, plen);
@@ -284,7 +286,8 @@ static int fill(vx_httpc *c, rstate *rs)
         }
     }
     ssize_t n;
-    do n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+    do
+        n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
     while (n < 0 && errno == EINTR);
     if (n < 0) return -errno;
     if (n == 0) return 0;
@@ -302,8 +305,8 @@ static int recv_fail(vx_httpc *c, rstate *rs, int r)
     if (r == -ENOMEM) return vx_errf(c->errmsg, en, VX_ENOMEM, "out of memory reading a response");
     if (r == -EAGAIN || r == -EWOULDBLOCK) {
         rs->timed_out = true;
-        return vx_errf(c->errmsg, en, VX_EIO, "no response from %s within %d s",
-                       c->url.authority, c->timeout_s);
+        return vx_errf(c->errmsg, en, VX_EIO, "no response from %s within %d s", c->url.authority,
+                       c->timeout_s);
     }
     return vx_errf(c->errmsg, en, VX_EIO, "receiving from %s: %s", c->url.authority, strerror(-r));
 }
@@ -351,7 +354,8 @@ static int body_reserve(vx_httpc *c, body *b, size_t more)
     size_t need = b->len + more + 1;
     if (need <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 4096;
-    while (cap < need) cap *= 2;
+    while (cap < need)
+        cap *= 2;
     char *np = realloc(b->p, cap);
     if (np == NULL)
         return vx_errf(c->errmsg, sizeof c->errmsg, VX_ENOMEM, "out of memory (%zu bytes)", cap);
@@ -374,7 +378,8 @@ static int read_exact(vx_httpc *c, rstate *rs, body *b, size_t n)
     n -= k;
     while (n > 0) {
         ssize_t r;
-        do r = recv(c->fd, b->p + b->len, n, 0);
+        do
+            r = recv(c->fd, b->p + b->len, n, 0);
         while (r < 0 && errno == EINTR);
         if (r <= 0) return recv_fail(c, rs, r < 0 ? -errno : 0);
         rs->got += (size_t)r;
@@ -394,7 +399,8 @@ static int read_chunked(vx_httpc *c, rstate *rs, body *b)
         char *end;
         errno = 0;
         unsigned long long sz = strtoull(line, &end, 16);
-        if (end == line || errno != 0 || (*end != '\0' && *end != ';' && *end != ' ' && *end != '\t'))
+        if (end == line || errno != 0 ||
+            (*end != '\0' && *end != ';' && *end != ' ' && *end != '\t'))
             return vx_errf(c->errmsg, sizeof c->errmsg, VX_EFORMAT,
                            "malformed response from %s: bad chunk size line", c->url.authority);
         if (sz == 0) break;
@@ -435,10 +441,12 @@ static bool has_token(const char *v, const char *token)
 {
     size_t tl = strlen(token);
     while (*v) {
-        while (*v == ' ' || *v == '\t' || *v == ',') v++;
+        while (*v == ' ' || *v == '\t' || *v == ',')
+            v++;
         size_t n = strcspn(v, ",");
         size_t m = n;
-        while (m > 0 && (v[m - 1] == ' ' || v[m - 1] == '\t')) m--;
+        while (m > 0 && (v[m - 1] == ' ' || v[m - 1] == '\t'))
+            m--;
         if (m == tl && strncasecmp(v, token, tl) == 0) return true;
         v += n;
     }
@@ -450,9 +458,11 @@ static bool last_token_is(const char *v, const char *token)
 {
     const char *comma = strrchr(v, ',');
     const char *s = comma ? comma + 1 : v;
-    while (*s == ' ' || *s == '\t') s++;
+    while (*s == ' ' || *s == '\t')
+        s++;
     size_t tl = strlen(token), n = strlen(s);
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
     return n == tl && strncasecmp(s, token, tl) == 0;
 }
 
@@ -490,26 +500,33 @@ static int read_response(vx_httpc *c, rstate *rs, bool head_request, vx_httpc_re
         if ((rc = read_line(c, rs, &line, &len)) != 0) return rc;
         if (len == 0) break;
         if (i >= MAX_HEADERS)
-            return vx_errf(c->errmsg, en, VX_EFORMAT, "malformed response from %s: over %d header "
-                                                      "lines", c->url.authority, MAX_HEADERS);
+            return vx_errf(c->errmsg, en, VX_EFORMAT,
+                           "malformed response from %s: over %d header "
+                           "lines",
+                           c->url.authority, MAX_HEADERS);
         char *colon = strchr(line, ':');
         if (colon == NULL) continue; /* obs-fold and junk: ignore */
         *colon = '\0';
         char *v = colon + 1;
-        while (*v == ' ' || *v == '\t') v++;
+        while (*v == ' ' || *v == '\t')
+            v++;
         if (strcasecmp(line, "content-length") == 0) {
             char *end;
             errno = 0;
             unsigned long long n = strtoull(v, &end, 10);
-            while (*end == ' ' || *end == '\t') end++;
-            if (!isdigit((unsigned char)*v) || errno != 0 || *end != '\0' || (have_len && n != clen))
+            while (*end == ' ' || *end == '\t')
+                end++;
+            if (!isdigit((unsigned char)*v) || errno != 0 || *end != '\0' ||
+                (have_len && n != clen))
                 return vx_errf(c->errmsg, en, VX_EFORMAT,
                                "malformed response from %s: bad Content-Length", c->url.authority);
             clen = n;
             have_len = true;
         } else if (strcasecmp(line, "transfer-encoding") == 0) {
-            if (last_token_is(v, "chunked")) chunked = true;
-            else other_te = true;
+            if (last_token_is(v, "chunked"))
+                chunked = true;
+            else
+                other_te = true;
         } else if (strcasecmp(line, "connection") == 0) {
             if (has_token(v, "close")) close_conn = true;
             if (has_token(v, "keep-alive")) keepalive10 = true;
@@ -589,16 +606,17 @@ static int exchange(vx_httpc *c, const char *method, const char *path, const cha
         if (se == EAGAIN || se == EWOULDBLOCK)
             return vx_errf(c->errmsg, en, VX_EIO, "sending to %s: timed out after %d s",
                            c->url.authority, c->timeout_s);
-        return vx_errf(c->errmsg, en, VX_EIO, "sending to %s: %s", c->url.authority,
-                       strerror(se));
+        return vx_errf(c->errmsg, en, VX_EIO, "sending to %s: %s", c->url.authority, strerror(se));
     }
     int rc = read_response(c, &rs, strcmp(method, "HEAD") == 0, res, &keep);
     if (rc != 0) {
         *silent = rs.got == 0 && !rs.timed_out;
         return rc;
     }
-    if (keep) c->reused = true;
-    else conn_drop(c);
+    if (keep)
+        c->reused = true;
+    else
+        conn_drop(c);
     return 0;
 }
 

@@ -59,10 +59,10 @@ int vx_httpc_url_parse(const char *url, vx_httpc_url *out, char *errbuf);
 typedef struct vx_httpc {
     vx_httpc_url url;
     int timeout_s;
-    int fd;      /* -1 when not connected */
-    bool reused; /* the connection has served a request before */
+    int fd;                  /* -1 when not connected */
+    bool reused;             /* the connection has served a request before */
     char extra_headers[320]; /* whole header lines, each ending in CRLF */
-    char *rbuf;  /* buffered reader over fd */
+    char *rbuf;              /* buffered reader over fd */
     size_t rpos, rlen, rcap;
     char errmsg[VX_HTTPC_ERRMSG_LEN];
 } vx_httpc;

@@ -17,6 +17,7 @@
 #include "server/metrics.h"
 #include "shard/command.h"
 #include "shard/filter.h"
+#include "shard/jsonnum.h"
 #include "shard/pindex.h"
 #include "store/store.h"
 
@@ -192,54 +193,6 @@ static uint32_t json_depth(const char *s, size_t n)
     return max;
 }
 
-/* cJSON keeps numbers as doubles, exact only up to 2^53; point ids are u64.
- * Number nodes appear in a pre-order walk of the tree in the order their
- * literals appear in the text, so a second pass over the text hands every
- * long integer literal (16+ digits) its exact text, kept in the node's
- * otherwise unused valuestring (which cJSON_Delete frees). */
-static const char *next_number(const char *p, const char *end, const char **lit_end)
-{
-    bool in_str = false;
-    for (; p < end; p++) {
-        char ch = *p;
-        if (in_str) {
-            if (ch == '\\') p++;
-            else if (ch == '"') in_str = false;
-            continue;
-        }
-        if (ch == '"') {
-            in_str = true;
-            continue;
-        }
-        if (ch == '-' || (ch >= '0' && ch <= '9')) {
-            const char *q = p + 1;
-            while (q < end && ((*q >= '0' && *q <= '9') || *q == '.' || *q == 'e' || *q == 'E' ||
-                               *q == '+' || *q == '-'))
-                q++;
-            *lit_end = q;
-            return p;
-        }
-    }
-    return NULL;
-}
-
-static bool attach_literals(cJSON *j, const char **p, const char *end)
-{
-    for (; j != NULL; j = j->next) {
-        if (cJSON_IsNumber(j)) {
-            const char *le, *lit = next_number(*p, end, &le);
-            if (lit == NULL) return false;
-            *p = le;
-            size_t n = (size_t)(le - lit);
-            bool digits = n >= 16;
-            for (size_t i = 0; digits && i < n; i++) digits = lit[i] >= '0' && lit[i] <= '9';
-            if (digits && j->valuestring == NULL) j->valuestring = strndup(lit, n);
-        }
-        if (j->child && !attach_literals(j->child, p, end)) return false;
-    }
-    return true;
-}
-
 /* Parse the body (required = an object must be there). */
 static int need_body(ctx *c, bool required)
 {
@@ -264,8 +217,7 @@ static int need_body(ctx *c, bool required)
         return fail(c, 400, "Bad request: the body is not valid JSON (near byte %zu)", at);
     }
     if (!cJSON_IsObject(c->body)) return fail(c, 400, "Bad request: the body must be a JSON object");
-    const char *cur = r->body;
-    attach_literals(c->body, &cur, r->body + n);
+    vx_json_attach_literals(c->body, r->body, n);
     return 0;
 }
 
@@ -281,16 +233,14 @@ static bool present(const cJSON *j) { return j != NULL && !cJSON_IsNull(j); }
 /* A Qdrant id (unsigned integer or UUID); /v1 also accepts other strings. */
 static int parse_id(ctx *c, const cJSON *j, vx_point_id *id, bool any_string)
 {
-    if (cJSON_IsNumber(j) && j->valuestring != NULL) { /* a long literal: exact */
-        errno = 0;
-        char *end;
-        unsigned long long v = strtoull(j->valuestring, &end, 10);
-        if (errno != 0 || *end != '\0')
-            return fail(c, 400, "Wrong input: %s is not a valid point ID: it does not fit an "
-                                "unsigned 64-bit integer", j->valuestring);
-        vx_id_from_uint(id, v);
+    uint64_t u;
+    if (vx_json_u64(j, &u)) {
+        vx_id_from_uint(id, u);
         return 0;
     }
+    if (cJSON_IsNumber(j) && j->valuestring != NULL)
+        return fail(c, 400, "Wrong input: %s is not a valid point ID: it does not fit an "
+                            "unsigned 64-bit integer", j->valuestring);
     if (cJSON_IsNumber(j)) {
         double d = j->valuedouble;
         if (d < 0 || d != floor(d))
@@ -723,6 +673,7 @@ static int add_points(ctx *c, batch *b, const point_in *pts, size_t n, float *ve
         if (present(pts[i].payload)) {
             if (!cJSON_IsObject(pts[i].payload))
                 return fail(c, 400, "Wrong input: payload must be a JSON object");
+            vx_json_exact_raw((cJSON *)pts[i].payload);
             pl = cJSON_PrintUnformatted(pts[i].payload);
             if (pl == NULL) return fail_rc(c, VX_ENOMEM, "payload");
         }
@@ -882,6 +833,7 @@ static int targeted_write(ctx *c, const char *name, vx_cmd_type type, const char
             return -1;
         }
         vx_filter_free(f);
+        vx_json_exact_raw((cJSON *)flt); /* has_id keeps its exact u64 digits */
         ftext = cJSON_PrintUnformatted(flt);
     }
     vx_point_id *ids = NULL;
@@ -932,6 +884,7 @@ static int h_set_payload(ctx *c, const char *name, bool overwrite)
     if (need_body(c, true) != 0) return -1;
     const cJSON *p = field(c, "payload");
     if (!cJSON_IsObject(p)) return fail(c, 400, "Wrong input: payload must be a JSON object");
+    vx_json_exact_raw((cJSON *)p);
     char *json = cJSON_PrintUnformatted(p);
     if (json == NULL) return fail_rc(c, VX_ENOMEM, "payload");
     int rc = targeted_write(c, name, overwrite ? VX_CMD_OVERWRITE_PAYLOAD : VX_CMD_SET_PAYLOAD,
@@ -1669,7 +1622,9 @@ static int h_metrics(ctx *c)
 static size_t split(char *path, char **seg)
 {
     size_t n = 0;
-    for (char *p = strtok(path, "/"); p && n < MAX_SEGS; p = strtok(NULL, "/")) seg[n++] = p;
+    char *save = NULL; /* strtok_r: handlers run on many threads at once */
+    for (char *p = strtok_r(path, "/", &save); p && n < MAX_SEGS; p = strtok_r(NULL, "/", &save))
+        seg[n++] = p;
     return n;
 }
 

@@ -4,6 +4,7 @@
  *   vectron serve [flags]   the single-node database: the HTTP API (Qdrant's
  *                           REST API and the /v1 API) over a runtime whose
  *                           catalog and shards are one-voter Raft groups
+ *   vectron cli ...         the client (src/cli): collections, load, search
  *   vectron version
  *   vectron help
  *
@@ -17,6 +18,7 @@
 #define _GNU_SOURCE
 #include "base/err.h"
 #include "base/log.h"
+#include "cli/cli.h"
 #include "server/api.h"
 #include "server/config.h"
 #include "server/http.h"
@@ -37,6 +39,8 @@ static void usage(FILE *out)
     fprintf(out, "usage: vectron <command> [flags]\n\n"
                  "commands:\n"
                  "  serve     run the single-node database (HTTP API on 127.0.0.1:6333)\n"
+                 "  cli       the client: collections, bulk load, search, server info\n"
+                 "            (`vectron cli help`)\n"
                  "  version   print the version\n"
                  "  help      this text; `vectron serve --help` lists every setting\n");
 }
@@ -150,6 +154,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (strcmp(argv[1], "serve") == 0) return serve(argc - 1, argv + 1);
+    if (strcmp(argv[1], "cli") == 0) return vx_cli_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("vectron %s\n", VECTRON_VERSION);
         return 0;

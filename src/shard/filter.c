@@ -3,6 +3,7 @@
  */
 #include "shard/filter.h"
 #include "shard/filter_internal.h"
+#include "shard/jsonnum.h"
 
 #include "base/err.h"
 
@@ -255,9 +256,9 @@ static int compile_cond(compiler *c, const cJSON *j, int depth, node **out)
         cJSON_ArrayForEach(it, has_id)
         {
             vx_point_id *id = &n->ids[n->nids];
-            if (cJSON_IsNumber(it) && it->valuedouble >= 0 &&
-                it->valuedouble == floor(it->valuedouble) && it->valuedouble < 1.8446744073709552e19)
-                vx_id_from_uint(id, (uint64_t)it->valuedouble);
+            uint64_t u;
+            if (vx_json_u64(it, &u))
+                vx_id_from_uint(id, u);
             else if (!cJSON_IsString(it) ||
                      vx_id_from_uuid_text(id, it->valuestring, strlen(it->valuestring)) != 0)
                 return cerr(c, "\"has_id\" entries must be unsigned integers or UUIDs");
@@ -294,6 +295,7 @@ static cJSON *parse_exact(const char *text, size_t len)
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (j == NULL) return NULL;
+    vx_json_attach_literals(j, text, len);
     for (const char *p = end; p != NULL && p < text + len; p++) {
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != '\0') {
             cJSON_Delete(j);
