@@ -39,6 +39,7 @@
 typedef struct opts {
     const char *server, *base, *query, *gt;
     unsigned conns, writers, ef, k;
+    const char *only; /* "ingest", "search" or NULL: both */
     size_t n128, n768;
     int port;
 } opts;
@@ -223,8 +224,8 @@ static void run_ingest(const opts *o, const float *data, size_t dim, size_t n, s
     printf("{\"bench\":\"http_ingest\",\"dim\":%zu,\"batch\":%zu,\"points\":%zu,\"writers\":%u,"
            "\"points_per_s\":%.0f,\"ack_p50_ms\":%.2f,\"ack_p99_ms\":%.2f,"
            "\"indexed_after_last_ack_s\":%.2f}\n",
-           dim, batch, n, w, (double)n / t_ack, bench_percentile_sorted(j.ack_ms, nb, 50),
-           bench_percentile_sorted(j.ack_ms, nb, 99), t_indexed);
+           dim, batch, n, w, (double)n / t_ack, bench_percentile_sorted(j.ack_ms, nb, 0.50),
+           bench_percentile_sorted(j.ack_ms, nb, 0.99), t_indexed);
     fflush(stdout);
     free(j.ack_ms);
     vx_httpc_close(&c);
@@ -362,9 +363,9 @@ static void run_search(const opts *o, const float *base, size_t nbase, const flo
         printf("{\"bench\":\"http_search\",\"points\":%zu,\"queries\":%zu,\"ef\":%u,\"conns\":%u,"
                "\"qps\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"recall\":%.4f,"
                "\"inprocess_qps\":%.0f,\"inprocess_recall\":%.4f,\"ratio\":%.3f}\n",
-               nbase, nq, o->ef, cn, http_qps, bench_percentile_sorted(j.lat_ms, nq, 50),
-               bench_percentile_sorted(j.lat_ms, nq, 99),
-               bench_percentile_sorted(j.lat_ms, nq, 99.9), r, local_qps, lr,
+               nbase, nq, o->ef, cn, http_qps, bench_percentile_sorted(j.lat_ms, nq, 0.50),
+               bench_percentile_sorted(j.lat_ms, nq, 0.99),
+               bench_percentile_sorted(j.lat_ms, nq, 0.999), r, local_qps, lr,
                http_qps / local_qps);
         fflush(stdout);
         free(l.ids);
@@ -378,7 +379,7 @@ static void usage(FILE *out)
 {
     fputs("usage: vectron-bench http --server PATH/TO/vectron --base B.fvecs --query Q.fvecs\n"
           "                          --gt G.ivecs [--ef 64] [--conns 8] [--writers 4]\n"
-          "                          [--n768 20000] [--port 16500]\n",
+          "                          [--n768 20000] [--port 16500] [--only ingest|search]\n",
           out);
 }
 
@@ -402,6 +403,7 @@ int bench_http_main(int argc, char **argv)
         else if (strcmp(a, "--writers") == 0) o.writers = (unsigned)atoi(v);
         else if (strcmp(a, "--n768") == 0) o.n768 = (size_t)atol(v);
         else if (strcmp(a, "--port") == 0) o.port = atoi(v);
+        else if (strcmp(a, "--only") == 0) o.only = v;
         else return bench_usage_error("unknown option %s", a);
     }
     if (!o.server || !o.base || !o.query || !o.gt) {
@@ -427,15 +429,17 @@ int bench_http_main(int argc, char **argv)
         wide[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5);
     }
     size_t batches[2] = {100, 1000};
-    for (int b = 0; b < 2; b++) {
+    for (int b = 0; b < 2 && !(o.only && strcmp(o.only, "search") == 0); b++) {
         char name[32];
         snprintf(name, sizeof name, "ingest128_%zu", batches[b]);
         run_ingest(&o, base, d, nb, batches[b], name);
         snprintf(name, sizeof name, "ingest768_%zu", batches[b]);
         run_ingest(&o, wide, 768, o.n768, batches[b], name);
     }
-    run_ingest(&o, base, d, nb, 1000, "sift");
-    run_search(&o, base, nb, q, nq, d, gt, gk);
+    if (!(o.only && strcmp(o.only, "ingest") == 0)) {
+        run_ingest(&o, base, d, nb, 1000, "sift");
+        run_search(&o, base, nb, q, nq, d, gt, gk);
+    }
     kill(pid, SIGTERM);
     int st;
     waitpid(pid, &st, 0);

@@ -969,8 +969,12 @@ static int h_delete_index(ctx *c, const char *name, const char *fieldname)
 
 /* Write a Record: {id, payload?, vector?} (and ScoredPoint fields around it). */
 static int write_point(jbuf *b, vx_collection *col, const vx_point_id *id, const selector *ps,
-                       bool with_vector, bool *found)
+                       bool with_vector, bool known, bool *found)
 {
+    if (ps->mode == 0 && !with_vector && known) { /* a search hit: nothing to read */
+        *found = true;
+        return 0;
+    }
     uint32_t s = vx_collection_route(col, id);
     uint32_t dim = vx_collection_get_config(col)->dim;
     float *vec = with_vector ? malloc((size_t)dim * sizeof(float)) : NULL;
@@ -1009,7 +1013,7 @@ static int h_get_point(ctx *c, const char *name, const char *idtext)
     write_id(&b, &id);
     selector all = {1, NULL};
     bool found;
-    int rc = write_point(&b, col, &id, &all, true, &found);
+    int rc = write_point(&b, col, &id, &all, true, false, &found);
     vx_rt_collection_put(col);
     if (rc != 0 || !found) {
         jb_free(&b);
@@ -1048,7 +1052,7 @@ static int h_retrieve(ctx *c, const char *name)
         jb_lit(&one, "{\"id\":");
         write_id(&one, &ids[i]);
         bool found;
-        rc = write_point(&one, col, &ids[i], &ps, cJSON_IsTrue(wv), &found);
+        rc = write_point(&one, col, &ids[i], &ps, cJSON_IsTrue(wv), false, &found);
         if (rc == 0 && found) {
             jb_ch(&one, '}');
             if (!first) jb_ch(&b, ',');
@@ -1146,7 +1150,7 @@ static int h_scroll(ctx *c, const char *name)
         jb_lit(&one, "{\"id\":");
         write_id(&one, &all.ids[i]);
         bool found;
-        rc = write_point(&one, col, &all.ids[i], &ps, wv, &found);
+        rc = write_point(&one, col, &all.ids[i], &ps, wv, false, &found);
         if (rc == 0 && found) {
             jb_ch(&one, '}');
             if (shown) jb_ch(&b, ',');
@@ -1422,7 +1426,7 @@ static void write_scored(jbuf *b, vx_collection *col, search_req *s, scored *all
         jb_f32(&one, all[i].score);
         bool found;
         selector ps = v1 ? (selector){1, NULL} : s->ps;
-        if (write_point(&one, col, &all[i].hit.id, &ps, s->with_vector && !v1, &found) == 0 &&
+        if (write_point(&one, col, &all[i].hit.id, &ps, s->with_vector && !v1, true, &found) == 0 &&
             found) {
             jb_ch(&one, '}');
             if (!first) jb_ch(b, ',');

@@ -91,7 +91,10 @@ static void observe(vx_http *h, const char *method, const char *path, vx_api_res
         if (hist) vx_histogram_observe(hist, secs);
     }
     double ms = secs * 1000.0;
-    vx_log(res->status >= 500 ? VX_LOG_ERROR : VX_LOG_INFO, "http_request",
+    /* every request at debug (--log-level debug); errors always; slow ones below */
+    int level = res->status >= 500 ? VX_LOG_ERROR : res->status >= 400 ? VX_LOG_INFO : VX_LOG_DEBUG;
+    if (vx_log_enabled(level))
+        vx_log(level, "http_request",
            "rid=%s method=%s path=%s route=%s status=%d ms=%.3f", rid, method, path,
            res->route ? res->route : "unknown", res->status, ms);
     if (ms >= h->slow_ms)
