@@ -99,7 +99,8 @@ PORT=$(node -e '
 const s = require("net").createServer();
 s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')
 
-"$BIN" serve --data-dir "$DATA" --http-port "$PORT" >"$LOG" 2>&1 &
+"$BIN" serve --data-dir "$DATA" --http-port "$PORT" --max-body-bytes 8388608 --conn-timeout-s 2 \
+  >"$LOG" 2>&1 &
 SERVER_PID=$!
 export VECTRON_URL="http://127.0.0.1:$PORT"
 echo "run.sh: started $BIN serve (pid $SERVER_PID) on $VECTRON_URL, data in $DATA"
