@@ -515,7 +515,7 @@ static unsigned healthy_ids(const fix *f, const vx_pd_shard *s, uint64_t *ids)
 
 static unsigned eligible_zones(const fix *f)
 {
-    uint64_t ids[MAXW];
+    uint64_t ids[MAXW] = {0};
     unsigned n = 0;
     for (size_t i = 0; i < f->c.nworkers; i++)
         if (eligible_w(&f->w[i])) ids[n++] = f->w[i].id;
