@@ -146,15 +146,11 @@ void jb_f32(jbuf *b, float v)
         jb_lit(b, "null");
         return;
     }
+    /* 9 significant digits always read back as the same float; searching
+     * for the shortest form cost several printf/strtof rounds per score */
     char t[32];
-    /* the shortest of %.6g..%.9g that round-trips */
-    for (int prec = 6; prec <= 9; prec++) {
-        int n = snprintf(t, sizeof t, "%.*g", prec, (double)v);
-        if (prec == 9 || strtof(t, NULL) == v) {
-            jb_raw(b, t, (size_t)n);
-            return;
-        }
-    }
+    int n = snprintf(t, sizeof t, "%.9g", (double)v);
+    jb_raw(b, t, (size_t)n);
 }
 
 void jb_f64(jbuf *b, double v)

@@ -33,7 +33,7 @@ void jb_str(jbuf *b, const char *s, size_t n);
 void jb_cstr(jbuf *b, const char *s);
 void jb_u64(jbuf *b, uint64_t v);
 void jb_i64(jbuf *b, int64_t v);
-/* Shortest text that reads back as the same float (null for NaN/Inf). */
+/* Text that reads back as the same float: %.9g (null for NaN/Inf). */
 void jb_f32(jbuf *b, float v);
 void jb_f64(jbuf *b, double v);
 void jb_bool(jbuf *b, bool v);
