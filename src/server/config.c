@@ -68,8 +68,8 @@ static const field fields[] = {
      "debug|info|warn|error", "minimum level of the JSON log lines on stderr"},
     {"index_workers", F_UINT, OFF(index_workers), 0, 0, 1024, "0", "N", NULL,
      "index worker threads; 0 means one per CPU"},
-    {"max_backlog", F_UINT, OFF(max_backlog), 0, 1, 100000000, "20000", "N", NULL,
-     "queued index changes above which writes are slowed down"},
+    {"max_backlog", F_UINT, OFF(max_backlog), 0, 1, 100000000, "100000", "N", NULL,
+     "queued index changes per shard (or 256 MiB of their vectors) above which writes wait"},
 };
 
 #define NFIELDS (sizeof fields / sizeof fields[0])

@@ -81,7 +81,8 @@ typedef struct vx_config {
      * CPU; see vx_config_index_workers. */
     unsigned index_workers;
     /* Queued index changes (across shards) above which writes are slowed
-     * down until the indexers catch up, 1..100000000.  Default 20000. */
+     * down until the indexers catch up, 1..100000000 (per shard; 256 MiB of
+     * queued vectors also count as full).  Default 100000. */
     unsigned max_backlog;
 
     /* Set by -h/--help; not a setting (no key, variable or default). */

@@ -954,7 +954,7 @@ int vx_runtime_open(const vx_runtime_options *opt, vx_runtime **out, char *errbu
     if (rt == NULL) return VX_ENOMEM;
     snprintf(rt->dir, sizeof rt->dir, "%s", opt->data_dir);
     snprintf(rt->address, sizeof rt->address, "%s", opt->raft_address);
-    rt->max_backlog = opt->max_backlog ? opt->max_backlog : 20000;
+    rt->max_backlog = opt->max_backlog ? opt->max_backlog : 100000;
     rt->observe_commit = opt->observe_commit;
     rt->observe_ctx = opt->observe_ctx;
     rt->next_gid = FIRST_SHARD_GID;

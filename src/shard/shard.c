@@ -48,6 +48,7 @@ struct vx_shard {
     pthread_cond_t q_cv;
     index_op *q;
     size_t q_head, q_len, q_cap;
+    size_t q_bytes; /* vector bytes held by the queue */
     bool drain_scheduled;
     uint64_t applied;      /* last applied raft index (under q_mu) */
     uint64_t indexed_upto; /* every change of entries <= this is in the index */
@@ -78,6 +79,7 @@ static int queue_push(vx_shard *sh, index_op op)
     }
     sh->q[(sh->q_head + sh->q_len) % sh->q_cap] = op;
     sh->q_len++;
+    if (op.op == OP_ADD) sh->q_bytes += (size_t)sh->dim * sizeof(float);
     return 0;
 }
 
@@ -118,6 +120,7 @@ static void drain_job(void *arg)
         pthread_mutex_lock(&sh->q_mu);
         sh->q_head = (sh->q_head + 1) % sh->q_cap;
         sh->q_len--;
+        if (op.op == OP_ADD) sh->q_bytes -= (size_t)sh->dim * sizeof(float);
         update_indexed(sh);
         pthread_mutex_unlock(&sh->q_mu);
         free(op.vec);
@@ -286,6 +289,7 @@ int vx_shard_open(const char *dir, const vx_shard_config *cfg, vx_workpool *pool
     snprintf(sh->dir, sizeof sh->dir, "%s", dir);
     sh->cfg = *cfg;
     if (sh->cfg.max_backlog == 0) sh->cfg.max_backlog = 20000;
+    if (sh->cfg.max_backlog_bytes == 0) sh->cfg.max_backlog_bytes = (size_t)256 << 20;
     sh->dim = cfg->index.dim;
     sh->pool = pool;
     pthread_mutex_init(&sh->q_mu, NULL);
@@ -1061,7 +1065,13 @@ size_t vx_shard_backlog(vx_shard *sh)
     return n;
 }
 
-bool vx_shard_backlog_full(vx_shard *sh) { return vx_shard_backlog(sh) >= sh->cfg.max_backlog; }
+bool vx_shard_backlog_full(vx_shard *sh)
+{
+    pthread_mutex_lock(&sh->q_mu);
+    bool full = sh->q_len >= sh->cfg.max_backlog || sh->q_bytes >= sh->cfg.max_backlog_bytes;
+    pthread_mutex_unlock(&sh->q_mu);
+    return full;
+}
 
 int vx_shard_wait_indexed(vx_shard *sh, int timeout_ms)
 {

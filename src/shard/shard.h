@@ -47,6 +47,8 @@ typedef struct vx_shard vx_shard;
 typedef struct vx_shard_config {
     vx_index_config index; /* dim, metric, quantization, HNSW parameters */
     uint32_t max_backlog;  /* queued index changes above which backlog_full() (default 20000) */
+    size_t max_backlog_bytes; /* ... or queued vector bytes (default 256 MiB): memory stays
+                                 bounded whatever the dimension */
 } vx_shard_config;
 
 int vx_shard_open(const char *dir, const vx_shard_config *cfg, vx_workpool *pool,

@@ -40,7 +40,7 @@ static const struct {
     {"slow_query_ms", "--slow-query-ms", "VECTRON_SLOW_QUERY_MS", "500"},
     {"log_level", "--log-level", "VECTRON_LOG_LEVEL", "info"},
     {"index_workers", "--index-workers", "VECTRON_INDEX_WORKERS", "0"},
-    {"max_backlog", "--max-backlog", "VECTRON_MAX_BACKLOG", "20000"},
+    {"max_backlog", "--max-backlog", "VECTRON_MAX_BACKLOG", "100000"},
 };
 #define NSPEC (sizeof spec / sizeof spec[0])
 
@@ -129,7 +129,7 @@ static void test_defaults(void **state)
     assert_string_equal(c.log_level, "info");
     assert_int_equal(c.index_workers, 0);
     assert_true(vx_config_index_workers(&c) >= 1);
-    assert_int_equal(c.max_backlog, 20000);
+    assert_int_equal(c.max_backlog, 100000);
     assert_false(c.help);
     assert_int_equal(vx_config_validate(&c, err), 0);
 
