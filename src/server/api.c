@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include "server/api.h"
+#include "server/fastjson.h"
 
 #include "base/err.h"
 #include "base/pointid.h"
@@ -753,8 +754,54 @@ static int collect_points(ctx *c, bool any_string, point_in **out, size_t *n)
     return fail(c, 400, "Wrong input: the body needs \"points\": [...] or \"batch\": {...}");
 }
 
+/* The common body shape, parsed without cJSON (server/fastjson.h). */
+static int upsert_fast(ctx *c, vx_collection *col, vx_fast_points *fp)
+{
+    const vx_collection_config *cfg = vx_collection_get_config(col);
+    uint32_t dim = cfg->dim;
+    for (size_t i = 0; i < fp->n; i++)
+        if (fp->p[i].dim != dim)
+            return fail(c, 400, "Wrong input: Vector dimension error: expected dim: %u, got %u",
+                        dim, fp->p[i].dim);
+    batch b;
+    batch_begin(&b, col, VX_CMD_UPSERT, false);
+    for (size_t i = 0; i < fp->n; i++) {
+        const vx_fast_point *pt = &fp->p[i];
+        float *vec = fp->vec + pt->vec_off;
+        if (cfg->metric == VX_METRIC_COSINE) {
+            double norm = 0;
+            for (uint32_t d = 0; d < dim; d++) norm += (double)vec[d] * vec[d];
+            if (norm > 0)
+                for (uint32_t d = 0; d < dim; d++) vec[d] = (float)(vec[d] / sqrt(norm));
+        }
+        uint32_t sh = vx_collection_route(col, &pt->id);
+        b.used[sh] = true;
+        vx_cmd_add_point(&b.cmd[sh], &pt->id, vec, dim, pt->payload ? pt->payload : "{}",
+                         pt->payload ? (uint32_t)pt->payload_len : 2);
+    }
+    return batch_commit(c, &b, NULL);
+}
+
 static int upsert(ctx *c, const char *name, bool v1)
 {
+    vx_fast_points fp;
+    if (vx_fast_parse_points(c->req->body, c->req->body_len, c->api->lim.max_batch,
+                             c->api->lim.max_json_depth, &fp) == 0) {
+        vx_collection *col = get_collection(c, name);
+        int rc = col ? upsert_fast(c, col, &fp) : -1;
+        size_t n = fp.n;
+        vx_fast_points_free(&fp);
+        vx_rt_collection_put(col);
+        if (rc != 0) return -1;
+        if (v1) {
+            jbuf o;
+            jb_init(&o);
+            jb_printf(&o, "{\"upserted\":%zu}", n);
+            set_body(c->res, &o, 200, "application/json");
+            return 0;
+        }
+        return ok_update(c);
+    }
     if (need_body(c, true) != 0) return -1;
     vx_collection *col = get_collection(c, name);
     if (col == NULL) return -1;
