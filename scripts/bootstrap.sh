@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake pkg-config clang libclang-rt-14-dev
+  build-essential cmake pkg-config clang libclang-rt-14-dev ca-certificates
   zlib1g-dev libcmocka-dev libxxhash-dev
   liblmdb-dev libraft-dev libuv1-dev libcjson-dev libmicrohttpd-dev
   libprotobuf-c-dev protobuf-c-compiler libsodium-dev

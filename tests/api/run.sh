@@ -11,6 +11,12 @@
 # is missing.  VX_SEED=<n> reruns with the same generated data (it is printed
 # either way).  VX_KEEP_DATA=1 keeps the data dir and log for inspection.
 set -euo pipefail
+# npm and node trust the system CA store too (a registry reached through a
+# TLS-inspecting proxy presents a certificate signed by a local CA that
+# update-ca-certificates put there, and node's bundled list lacks it)
+if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -r /etc/ssl/certs/ca-certificates.crt ]; then
+  export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+fi
 
 if [ $# -lt 1 ]; then
   echo "usage: $0 PATH/TO/vectron [test files...]" >&2
