@@ -176,6 +176,10 @@ static bool object_span(cur *c, unsigned max_depth, const char **s, size_t *n)
     bool in_str = false;
     for (; c->p < c->end; c->p++) {
         char ch = *c->p;
+        /* stored and served byte for byte: control characters (which cJSON
+         * would accept raw in strings) go to the general path, which escapes */
+        if ((unsigned char)ch < 0x20 && (in_str || (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r')))
+            return false;
         if (in_str) {
             if (ch == '\\') c->p++;
             else if (ch == '"') in_str = false;

@@ -99,7 +99,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (res.status < 200 || res.status > 599 || res.body == NULL) abort();
     if (strncmp(res.content_type, "application/json", 16) == 0) {
         cJSON *j = cJSON_ParseWithLength(res.body, res.len);
-        if (j == NULL) abort(); /* every JSON response parses */
+        if (j == NULL) { /* every JSON response parses */
+            fprintf(stderr, "unparsable response to %s %s (%d): %.*s\n", routes[r].method,
+                    routes[r].path, res.status, (int)(res.len < 2000 ? res.len : 2000), res.body);
+            abort();
+        }
         cJSON_Delete(j);
     }
     free(res.body);

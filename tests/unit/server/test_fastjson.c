@@ -89,6 +89,8 @@ static void test_shape(void **state)
         "{\"points\":[{\"id\":1,\"vector\":[01]}]}",
         "{\"points\":[{\"id\":1,\"vector\":[1],\"payload\":[1]}]}",
         "{\"points\":[{\"id\":1,\"vector\":[1],\"payload\":{\"a\":}}]}",
+        "{\"points\":[{\"id\":1,\"vector\":[1],\"payload\":{\"a\":\"x\001y\"}}]}",
+        "{\"points\":[{\"id\":1,\"vector\":[1],\"payload\":{\"a\":\"x\ny\"}}]}",
         "{\"points\":[{\"id\":1,\"vector\":[1]}]} x",
         "{\"points\":[{\"id\":1,\"vector\":[1]}",
         "{\"points\":[{\"id\":1,\"id\":2,\"vector\":[1]}]}",
