@@ -48,6 +48,9 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 {
     vx_shard_fsm *f = fsm->data;
     if (vx_shard_failed(f->shard)) return RAFT_IOERR;
+    /* N may be a barrier or a configuration entry the shard never saw */
+    if (vx_shard_mark_applied(f->shard, f->raft->last_applied, f->raft->current_term) != 0)
+        return RAFT_IOERR;
     if (fsm->snapshot_async == NULL) { /* an io without async work: checkpoint here */
         int rv = fsm_snapshot_async(fsm, bufs, n_bufs);
         if (rv != 0) return rv;

@@ -1263,3 +1263,28 @@ int vx_shard_scan(vx_shard *sh, const vx_point_id *start, const vx_filter_expr *
     return rc > 0 ? 0 : rc;
 }
 
+int vx_shard_mark_applied(vx_shard *sh, uint64_t index, uint64_t term)
+{
+    if (atomic_load(&sh->fatal)) return VX_EFATAL;
+    pthread_mutex_lock(&sh->q_mu);
+    uint64_t applied = sh->applied;
+    pthread_mutex_unlock(&sh->q_mu);
+    if (index <= applied) return 0;
+    vx_store_txn *txn;
+    int rc = vx_store_wbegin(sh->store, &txn);
+    if (rc == 0) {
+        rc = vx_store_set_applied(txn, index, term);
+        if (rc == 0) rc = vx_store_commit(txn);
+        else vx_store_abort(txn);
+    }
+    if (rc != 0) {
+        atomic_store(&sh->fatal, true);
+        return VX_EFATAL;
+    }
+    pthread_mutex_lock(&sh->q_mu);
+    sh->applied = index;
+    update_indexed(sh);
+    pthread_mutex_unlock(&sh->q_mu);
+    return 0;
+}
+

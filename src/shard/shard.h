@@ -98,6 +98,12 @@ int vx_shard_get(vx_shard *sh, const vx_point_id *id, float *vec, char **payload
                  uint64_t *version);
 
 uint64_t vx_shard_applied(vx_shard *sh);
+/* Raft entries that are not commands (barriers, configuration changes)
+ * never reach apply, so the store's applied index can lag the group's.
+ * Before a snapshot names index N, every entry <= N is applied: record N as
+ * applied (if higher), so a snapshot, a restart or a transfer that needs N
+ * finds it covered.  Apply thread; VX_EFATAL when the store failed. */
+int vx_shard_mark_applied(vx_shard *sh, uint64_t index, uint64_t term);
 uint64_t vx_shard_count(vx_shard *sh);
 size_t vx_shard_backlog(vx_shard *sh);
 bool vx_shard_backlog_full(vx_shard *sh);

@@ -552,7 +552,8 @@ int vx_store_digest(vx_store *st, uint64_t *digest, uint64_t *applied)
         return VX_ENOMEM;
     }
     XXH3_64bits_reset(d.h);
-    XXH3_64bits_update(d.h, &ap[0], 8);
+    /* content only: the applied index is reported beside it (a replica may
+     * have recorded a later non-command entry as applied, same content) */
     XXH3_64bits_update(d.h, &nl, 8);
     rc = digest_defs(t, d.h);
     if (rc == 0) rc = vx_store_iterate(t, NULL, digest_cb, &d);

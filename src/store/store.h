@@ -108,8 +108,10 @@ int vx_store_applied(vx_store *st, uint64_t *index, uint64_t *term);
 uint64_t vx_store_count(vx_store *st);
 /* Force all committed transactions to disk.  Failure is fatal (fail-stop). */
 int vx_store_sync(vx_store *st);
-/* Content digest: XXH3-64 over every (id, record) in key order and the
- * applied index.  Equal digests at equal applied index = identical replicas. */
+/* Content digest: XXH3-64 over the definitions, next_label and every
+ * (id, record) in key order; *applied is the applied index beside it.
+ * Equal digests = identical replicas (applied may differ by entries that
+ * changed nothing, see vx_shard_mark_applied). */
 int vx_store_digest(vx_store *st, uint64_t *digest, uint64_t *applied);
 
 /* ---- secondary keys and definitions ---------------------------------------------
