@@ -653,6 +653,26 @@ static int ok_update(ctx *c)
     return ok_end(c, &b);
 }
 
+/* The answer to an upsert: Qdrant's update result, or the seed's count. */
+static int upserted(ctx *c, size_t n, bool v1)
+{
+    if (!v1) return ok_update(c);
+    jbuf o;
+    jb_init(&o);
+    jb_printf(&o, "{\"upserted\":%zu}", n);
+    set_body(c->res, &o, 200, "application/json");
+    return 0;
+}
+
+/* Cosine collections store unit vectors, as Qdrant does. */
+static void normalize(float *vec, uint32_t dim)
+{
+    double norm = 0;
+    for (uint32_t d = 0; d < dim; d++) norm += (double)vec[d] * vec[d];
+    if (norm > 0)
+        for (uint32_t d = 0; d < dim; d++) vec[d] = (float)(vec[d] / sqrt(norm));
+}
+
 typedef struct point_in {
     vx_point_id id;
     const cJSON *vector;
@@ -664,12 +684,7 @@ static int add_points(ctx *c, batch *b, const point_in *pts, size_t n, float *ve
     bool cosine = vx_collection_get_config(b->col)->metric == VX_METRIC_COSINE;
     for (size_t i = 0; i < n; i++) {
         if (parse_vector(c, pts[i].vector, dim, vec, "vector") != 0) return -1;
-        if (cosine) { /* stored normalized, as Qdrant does: vectors read back are unit */
-            double norm = 0;
-            for (uint32_t d = 0; d < dim; d++) norm += (double)vec[d] * vec[d];
-            if (norm > 0)
-                for (uint32_t d = 0; d < dim; d++) vec[d] = (float)(vec[d] / sqrt(norm));
-        }
+        if (cosine) normalize(vec, dim);
         char *pl = NULL;
         if (present(pts[i].payload)) {
             if (!cJSON_IsObject(pts[i].payload))
@@ -768,12 +783,7 @@ static int upsert_fast(ctx *c, vx_collection *col, vx_fast_points *fp)
     for (size_t i = 0; i < fp->n; i++) {
         const vx_fast_point *pt = &fp->p[i];
         float *vec = fp->vec + pt->vec_off;
-        if (cfg->metric == VX_METRIC_COSINE) {
-            double norm = 0;
-            for (uint32_t d = 0; d < dim; d++) norm += (double)vec[d] * vec[d];
-            if (norm > 0)
-                for (uint32_t d = 0; d < dim; d++) vec[d] = (float)(vec[d] / sqrt(norm));
-        }
+        if (cfg->metric == VX_METRIC_COSINE) normalize(vec, dim);
         uint32_t sh = vx_collection_route(col, &pt->id);
         b.used[sh] = true;
         vx_cmd_add_point(&b.cmd[sh], &pt->id, vec, dim, pt->payload ? pt->payload : "{}",
@@ -793,14 +803,7 @@ static int upsert(ctx *c, const char *name, bool v1)
         vx_fast_points_free(&fp);
         vx_rt_collection_put(col);
         if (rc != 0) return -1;
-        if (v1) {
-            jbuf o;
-            jb_init(&o);
-            jb_printf(&o, "{\"upserted\":%zu}", n);
-            set_body(c->res, &o, 200, "application/json");
-            return 0;
-        }
-        return ok_update(c);
+        return upserted(c, n, v1);
     }
     if (need_body(c, true) != 0) return -1;
     vx_collection *col = get_collection(c, name);
@@ -823,14 +826,7 @@ static int upsert(ctx *c, const char *name, bool v1)
     free(pts);
     vx_rt_collection_put(col);
     if (rc != 0) return -1;
-    if (v1) {
-        jbuf o;
-        jb_init(&o);
-        jb_printf(&o, "{\"upserted\":%zu}", n);
-        set_body(c->res, &o, 200, "application/json");
-        return 0;
-    }
-    return ok_update(c);
+    return upserted(c, n, v1);
 }
 
 /* Ids of {points:[...]} (required = the request has no filter). */
@@ -963,6 +959,26 @@ static int h_clear_payload(ctx *c, const char *name)
     return targeted_write(c, name, VX_CMD_OVERWRITE_PAYLOAD, "{}", NULL, 0);
 }
 
+/* CREATE_INDEX / DROP_INDEX {field_name, field_schema?} on every shard. */
+static int index_command(ctx *c, const char *name, vx_cmd_type type, const char *field,
+                         const char *schema)
+{
+    vx_collection *col = get_collection(c, name);
+    if (col == NULL) return -1;
+    cJSON *cmd = cJSON_CreateObject();
+    cJSON_AddStringToObject(cmd, "field_name", field);
+    if (schema) cJSON_AddStringToObject(cmd, "field_schema", schema);
+    char *json = cJSON_PrintUnformatted(cmd);
+    cJSON_Delete(cmd);
+    batch b;
+    batch_begin(&b, col, type, true);
+    for (uint32_t s = 0; s < b.n; s++) vx_cmd_set_json(&b.cmd[s], json, (uint32_t)strlen(json));
+    int rc = batch_commit(c, &b, NULL);
+    free(json);
+    vx_rt_collection_put(col);
+    return rc != 0 ? -1 : ok_update(c);
+}
+
 static int h_create_index(ctx *c, const char *name)
 {
     if (need_body(c, true) != 0) return -1;
@@ -979,37 +995,12 @@ static int h_create_index(ctx *c, const char *name)
     }
     if (vx_pidx_type_parse(tname) == 0)
         return fail(c, 400, "Wrong input: field_schema must be keyword, integer, float or bool");
-    vx_collection *col = get_collection(c, name);
-    if (col == NULL) return -1;
-    cJSON *cmd = cJSON_CreateObject();
-    cJSON_AddStringToObject(cmd, "field_name", f->valuestring);
-    cJSON_AddStringToObject(cmd, "field_schema", tname);
-    char *json = cJSON_PrintUnformatted(cmd);
-    cJSON_Delete(cmd);
-    batch b;
-    batch_begin(&b, col, VX_CMD_CREATE_INDEX, true);
-    for (uint32_t s = 0; s < b.n; s++) vx_cmd_set_json(&b.cmd[s], json, (uint32_t)strlen(json));
-    int rc = batch_commit(c, &b, NULL);
-    free(json);
-    vx_rt_collection_put(col);
-    return rc != 0 ? -1 : ok_update(c);
+    return index_command(c, name, VX_CMD_CREATE_INDEX, f->valuestring, tname);
 }
 
 static int h_delete_index(ctx *c, const char *name, const char *fieldname)
 {
-    vx_collection *col = get_collection(c, name);
-    if (col == NULL) return -1;
-    cJSON *cmd = cJSON_CreateObject();
-    cJSON_AddStringToObject(cmd, "field_name", fieldname);
-    char *json = cJSON_PrintUnformatted(cmd);
-    cJSON_Delete(cmd);
-    batch b;
-    batch_begin(&b, col, VX_CMD_DROP_INDEX, true);
-    for (uint32_t s = 0; s < b.n; s++) vx_cmd_set_json(&b.cmd[s], json, (uint32_t)strlen(json));
-    int rc = batch_commit(c, &b, NULL);
-    free(json);
-    vx_rt_collection_put(col);
-    return rc != 0 ? -1 : ok_update(c);
+    return index_command(c, name, VX_CMD_DROP_INDEX, fieldname, NULL);
 }
 
 /* ---- reads of points --------------------------------------------------------------------- */
