@@ -1111,6 +1111,10 @@ int vx_shard_checkpoint(vx_shard *sh, char *errbuf)
     pthread_mutex_lock(&sh->q_mu);
     uint64_t covered = sh->indexed_upto;
     pthread_mutex_unlock(&sh->q_mu);
+    if (covered > 0 && newest_checkpoint(sh->dir, UINT64_MAX) == covered) {
+        pthread_mutex_unlock(&sh->index_mu); /* nothing new since the last one */
+        return 0;
+    }
     char path[800], err[VX_ERRMSG_LEN];
     snprintf(path, sizeof path, "%s/index-%" PRIu64 ".vxi", sh->dir, covered);
     rc = vx_index_save(sh->index, path, err);

@@ -113,7 +113,9 @@ int vx_shard_wait_indexed(vx_shard *sh, int timeout_ms);
 /* Store digest + applied index: equal on identical replicas. */
 int vx_shard_digest(vx_shard *sh, uint64_t *digest, uint64_t *applied);
 /* Sync the store and save the index as of what it covers; older
- * checkpoints are removed.  Call before Raft may drop log entries. */
+ * checkpoints are removed (a checkpoint already at that index is kept and
+ * not written again).  Call before Raft may drop log entries, and on a
+ * graceful stop so that a restart loads the index as it was. */
 int vx_shard_checkpoint(vx_shard *sh, char *errbuf);
 bool vx_shard_failed(vx_shard *sh);
 vx_index *vx_shard_index(vx_shard *sh);
