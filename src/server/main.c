@@ -5,6 +5,9 @@
  *                           REST API and the /v1 API) over a runtime whose
  *                           catalog and shards are one-voter Raft groups
  *   vectron cli ...         the client (src/cli): collections, load, search
+ *   vectron pd [flags]      one placement driver replica (src/pd/pd_main.c)
+ *   vectron admin ...       the placement driver's admin calls (src/pd/admin.c)
+ *   vectron worker [flags]  a data node of a cluster (src/worker/worker.c)
  *   vectron version
  *   vectron help
  *
@@ -19,6 +22,9 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "cli/cli.h"
+#include "pd/admin.h"
+#include "pd/pd_main.h"
+#include "worker/worker.h"
 #include "server/api.h"
 #include "server/config.h"
 #include "server/http.h"
@@ -41,6 +47,9 @@ static void usage(FILE *out)
                  "  serve     run the single-node database (HTTP API on 127.0.0.1:6333)\n"
                  "  cli       the client: collections, bulk load, search, server info\n"
                  "            (`vectron cli help`)\n"
+                 "  pd        a placement driver replica of a cluster (`vectron pd --help`)\n"
+                 "  admin     cluster admin calls: status, topology, moves, drains\n"
+                 "  worker    a data node of a cluster (`vectron worker --help`)\n"
                  "  version   print the version\n"
                  "  help      this text; `vectron serve --help` lists every setting\n");
 }
@@ -155,6 +164,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "serve") == 0) return serve(argc - 1, argv + 1);
     if (strcmp(argv[1], "cli") == 0) return vx_cli_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "pd") == 0) return vx_pd_main(argc - 2, argv + 2);
+    if (strcmp(argv[1], "admin") == 0) return vx_admin_main(argc - 2, argv + 2);
+    if (strcmp(argv[1], "worker") == 0) return vx_worker_main(argc - 2, argv + 2);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("vectron %s\n", VECTRON_VERSION);
         return 0;

@@ -351,7 +351,7 @@ static int config_from_json(const cJSON *j, vx_collection_config *c)
 
 /* ---- collections: open and tear down --------------------------------------------------- */
 
-static void shard_index_config(const vx_collection_config *cfg, vx_index_config *ic)
+void vx_collection_index_config(const vx_collection_config *cfg, vx_index_config *ic)
 {
     vx_index_config_default(ic, cfg->dim, cfg->metric);
     ic->m = cfg->hnsw_m;
@@ -391,7 +391,7 @@ static int collection_open(vx_runtime *rt, const char *name, const vx_collection
         s->gid = gids[i];
         snprintf(s->dir, sizeof s->dir, "%s/shards/%" PRIu64, rt->dir, s->gid);
         vx_shard_config sc = {.max_backlog = rt->max_backlog};
-        shard_index_config(cfg, &sc.index);
+        vx_collection_index_config(cfg, &sc.index);
         vx_shard *sh;
         char err[VX_SHARD_ERRMSG_LEN];
         rc = vx_shard_open(s->dir, &sc, rt->pool, &sh, err);

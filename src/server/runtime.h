@@ -76,6 +76,8 @@ typedef struct vx_collection_config {
 struct cJSON;
 int vx_collection_config_parse(const struct cJSON *body, vx_collection_config *cfg,
                                char *errbuf);
+/* The index settings of a collection's shards. */
+void vx_collection_index_config(const vx_collection_config *cfg, vx_index_config *ic);
 /* Apply a Qdrant UpdateCollection body (hnsw_config, optimizers_config,
  * params...) to cfg; fields that cannot change (size, distance) are refused. */
 int vx_collection_config_patch(vx_collection_config *cfg, const struct cJSON *body,

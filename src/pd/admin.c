@@ -1,0 +1,251 @@
+/*
+ * admin.c - `vectron admin`: the placement driver's admin calls from a shell.
+ *
+ *   vectron admin --pd HOST:PORT[,HOST:PORT...] COMMAND [ARGS]
+ *
+ *   status                       leader, term, workers, collections, moves (JSON)
+ *   topology                     the routing table gateways use (JSON)
+ *   collections                  collection names
+ *   create NAME [--shards N] [--replication N] [--config JSON]
+ *   delete NAME
+ *   move GROUP FROM_WORKER TO_WORKER
+ *   drain WORKER
+ *   remove WORKER                (only once it holds no replicas)
+ *
+ * Output is JSON on stdout; errors go to stderr with exit status 1 (2 for
+ * usage).  The cluster secret comes from VECTRON_CLUSTER_SECRET.
+ */
+#define _GNU_SOURCE
+#include "pd/admin.h"
+
+#include "base/err.h"
+#include "pd/decide.h"
+#include "pd/pdrpc.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TIMEOUT_MS 10000
+
+static void admin_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: vectron admin --pd HOST:PORT[,...] COMMAND [ARGS]\n\n"
+            "  status | topology | collections\n"
+            "  create NAME [--shards N] [--replication N] [--config JSON]\n"
+            "  delete NAME\n"
+            "  move GROUP FROM_WORKER TO_WORKER\n"
+            "  drain WORKER | remove WORKER\n\n"
+            "Environment: VECTRON_CLUSTER_SECRET, the cluster's internal RPC secret.\n");
+}
+
+static cJSON *worker_json(const Vxpd__Worker *w)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", (double)w->id);
+    cJSON_AddStringToObject(o, "name", w->name);
+    cJSON_AddStringToObject(o, "state", vx_pd_state_name((vx_pd_worker_state)w->state));
+    cJSON_AddStringToObject(o, "rpc", w->rpc_address);
+    cJSON_AddStringToObject(o, "raft", w->raft_address);
+    cJSON_AddStringToObject(o, "zone", w->zone);
+    cJSON_AddStringToObject(o, "rack", w->rack);
+    return o;
+}
+
+static cJSON *collection_json(const Vxpd__Collection *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", (double)c->id);
+    cJSON_AddStringToObject(o, "name", c->name);
+    cJSON_AddNumberToObject(o, "shard_count", c->shard_count);
+    cJSON_AddNumberToObject(o, "replication_factor", c->replication_factor);
+    cJSON *cfg = cJSON_Parse(c->config_json);
+    if (cfg) cJSON_AddItemToObject(o, "config", cfg);
+    cJSON *shards = cJSON_AddArrayToObject(o, "shards");
+    for (size_t i = 0; i < c->n_shards; i++) {
+        const Vxpd__Shard *s = c->shards[i];
+        cJSON *so = cJSON_CreateObject();
+        cJSON_AddNumberToObject(so, "group", (double)s->group_id);
+        cJSON_AddNumberToObject(so, "index", s->index);
+        cJSON_AddNumberToObject(so, "epoch", (double)s->epoch);
+        cJSON *reps = cJSON_AddArrayToObject(so, "replicas");
+        for (size_t r = 0; r < s->n_replicas; r++) {
+            cJSON *ro = cJSON_CreateObject();
+            cJSON_AddNumberToObject(ro, "worker", (double)s->replicas[r]->worker);
+            cJSON_AddBoolToObject(ro, "voter", s->replicas[r]->voter);
+            cJSON_AddItemToArray(reps, ro);
+        }
+        if (s->move_to) {
+            cJSON *mv = cJSON_AddObjectToObject(so, "move");
+            cJSON_AddNumberToObject(mv, "from", (double)s->move_from);
+            cJSON_AddNumberToObject(mv, "to", (double)s->move_to);
+        }
+        cJSON_AddItemToArray(shards, so);
+    }
+    return o;
+}
+
+static void print_json(cJSON *o)
+{
+    char *t = cJSON_Print(o);
+    if (t) puts(t);
+    free(t);
+    cJSON_Delete(o);
+}
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || *s == '\0' || *s == '-') return false;
+    *out = v;
+    return true;
+}
+
+int vx_admin_main(int argc, char **argv)
+{
+    const char *pd = NULL;
+    int i = 0;
+    for (; i < argc; i++) {
+        if (!strcmp(argv[i], "--pd") && i + 1 < argc) pd = argv[++i];
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            admin_usage(stdout);
+            return 0;
+        } else
+            break;
+    }
+    if (pd == NULL || i >= argc) {
+        admin_usage(stderr);
+        return 2;
+    }
+    char *list = strdup(pd), *save = NULL;
+    const char *addrs[16];
+    size_t n = 0;
+    for (char *t = strtok_r(list, ",", &save); t && n < 16; t = strtok_r(NULL, ",", &save)) addrs[n++] = t;
+    const char *cmd = argv[i++];
+    const char *secret = getenv("VECTRON_CLUSTER_SECRET");
+    char err[VX_PD_CLIENT_ERRMSG_LEN];
+    ProtobufCMessage *resp = NULL;
+    int rc = VX_EINVAL, out = 0;
+    if (!strcmp(cmd, "status") || !strcmp(cmd, "topology") || !strcmp(cmd, "collections")) {
+        bool status = !strcmp(cmd, "status"), topo = !strcmp(cmd, "topology");
+        Vxpd__Empty e = VXPD__EMPTY__INIT;
+        Vxpd__TopologyRequest tr = VXPD__TOPOLOGY_REQUEST__INIT;
+        rc = vx_pd_client_call(addrs, n, secret, status ? VX_PD_CLUSTER_STATUS : topo ? VX_PD_GET_TOPOLOGY : VX_PD_LIST_COLLECTIONS,
+                               topo ? &tr.base : &e.base,
+                               status ? &vxpd__cluster_status__descriptor
+                               : topo ? &vxpd__topology__descriptor
+                                      : &vxpd__list_collections_response__descriptor,
+                               &resp, TIMEOUT_MS, err);
+        if (rc == 0) {
+            cJSON *o = cJSON_CreateObject();
+            const Vxpd__Worker *const *ws = NULL;
+            const Vxpd__Collection *const *cs = NULL;
+            size_t nw = 0, nc = 0;
+            if (status) {
+                Vxpd__ClusterStatus *s = (Vxpd__ClusterStatus *)resp;
+                cJSON_AddNumberToObject(o, "pd_id", (double)s->pd_id);
+                cJSON_AddNumberToObject(o, "leader_id", (double)s->leader_id);
+                cJSON_AddStringToObject(o, "leader_rpc", s->leader_rpc_address);
+                cJSON_AddNumberToObject(o, "term", (double)s->term);
+                cJSON_AddNumberToObject(o, "commit_index", (double)s->commit_index);
+                if (s->state) {
+                    cJSON_AddNumberToObject(o, "epoch", (double)s->state->epoch);
+                    ws = (const Vxpd__Worker *const *)s->state->workers;
+                    nw = s->state->n_workers;
+                    cs = (const Vxpd__Collection *const *)s->state->collections;
+                    nc = s->state->n_collections;
+                }
+                cJSON *mv = cJSON_AddArrayToObject(o, "moves");
+                for (size_t k = 0; k < s->n_moves; k++) cJSON_AddItemToArray(mv, cJSON_CreateString(s->moves[k]));
+            } else if (topo) {
+                Vxpd__Topology *t = (Vxpd__Topology *)resp;
+                cJSON_AddNumberToObject(o, "epoch", (double)t->epoch);
+                ws = (const Vxpd__Worker *const *)t->workers;
+                nw = t->n_workers;
+                cs = (const Vxpd__Collection *const *)t->collections;
+                nc = t->n_collections;
+                cJSON *ls = cJSON_AddObjectToObject(o, "leaders");
+                for (size_t k = 0; k < t->n_leaders; k++) {
+                    char g[32];
+                    snprintf(g, sizeof g, "%" PRIu64, t->leaders[k]->group_id);
+                    cJSON_AddNumberToObject(ls, g, (double)t->leaders[k]->worker);
+                }
+            } else {
+                Vxpd__ListCollectionsResponse *l = (Vxpd__ListCollectionsResponse *)resp;
+                cJSON *a = cJSON_AddArrayToObject(o, "collections");
+                for (size_t k = 0; k < l->n_names; k++) cJSON_AddItemToArray(a, cJSON_CreateString(l->names[k]));
+            }
+            if (status || topo) {
+                cJSON *wa = cJSON_AddArrayToObject(o, "workers");
+                for (size_t k = 0; k < nw; k++) cJSON_AddItemToArray(wa, worker_json(ws[k]));
+                cJSON *ca = cJSON_AddArrayToObject(o, "collections");
+                for (size_t k = 0; k < nc; k++) cJSON_AddItemToArray(ca, collection_json(cs[k]));
+            }
+            print_json(o);
+        }
+    } else if (!strcmp(cmd, "create") && i < argc) {
+        Vxpd__CreateCollectionRequest r = VXPD__CREATE_COLLECTION_REQUEST__INIT;
+        r.name = argv[i++];
+        r.config_json = (char *)"{}";
+        uint64_t v;
+        for (; i + 1 < argc; i += 2) {
+            if (!strcmp(argv[i], "--shards") && parse_u64(argv[i + 1], &v) && v < 100000) r.shard_count = (uint32_t)v;
+            else if (!strcmp(argv[i], "--replication") && parse_u64(argv[i + 1], &v) && v < 100) r.replication_factor = (uint32_t)v;
+            else if (!strcmp(argv[i], "--config")) r.config_json = argv[i + 1];
+            else break;
+        }
+        if (i != argc) {
+            admin_usage(stderr);
+            free(list);
+            return 2;
+        }
+        rc = vx_pd_client_call(addrs, n, secret, VX_PD_CREATE_COLLECTION, &r.base,
+                               &vxpd__collection_response__descriptor, &resp, TIMEOUT_MS, err);
+        if (rc == 0 && ((Vxpd__CollectionResponse *)resp)->collection)
+            print_json(collection_json(((Vxpd__CollectionResponse *)resp)->collection));
+    } else if (!strcmp(cmd, "delete") && i + 1 == argc) {
+        Vxpd__NameRequest r = VXPD__NAME_REQUEST__INIT;
+        r.name = argv[i];
+        rc = vx_pd_client_call(addrs, n, secret, VX_PD_DELETE_COLLECTION, &r.base, &vxpd__empty__descriptor,
+                               &resp, TIMEOUT_MS, err);
+        if (rc == 0) puts("{\"result\":true}");
+    } else if (!strcmp(cmd, "move") && i + 3 == argc) {
+        Vxpd__MoveShardRequest r = VXPD__MOVE_SHARD_REQUEST__INIT;
+        if (!parse_u64(argv[i], &r.group_id) || !parse_u64(argv[i + 1], &r.from_worker) ||
+            !parse_u64(argv[i + 2], &r.to_worker)) {
+            admin_usage(stderr);
+            free(list);
+            return 2;
+        }
+        rc = vx_pd_client_call(addrs, n, secret, VX_PD_MOVE_SHARD, &r.base, &vxpd__empty__descriptor, &resp,
+                               TIMEOUT_MS, err);
+        if (rc == 0) puts("{\"result\":true}");
+    } else if ((!strcmp(cmd, "drain") || !strcmp(cmd, "remove")) && i + 1 == argc) {
+        Vxpd__WorkerRequest r = VXPD__WORKER_REQUEST__INIT;
+        if (!parse_u64(argv[i], &r.worker_id)) {
+            admin_usage(stderr);
+            free(list);
+            return 2;
+        }
+        rc = vx_pd_client_call(addrs, n, secret, !strcmp(cmd, "drain") ? VX_PD_DRAIN_WORKER : VX_PD_REMOVE_WORKER,
+                               &r.base, &vxpd__empty__descriptor, &resp, TIMEOUT_MS, err);
+        if (rc == 0) puts("{\"result\":true}");
+    } else {
+        admin_usage(stderr);
+        free(list);
+        return 2;
+    }
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    free(list);
+    if (rc != 0) {
+        fprintf(stderr, "vectron admin %s: %s\n", cmd, err);
+        out = 1;
+    }
+    return out;
+}

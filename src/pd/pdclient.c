@@ -1,0 +1,96 @@
+/*
+ * pdclient.c - calling the placement driver cluster (pdrpc.h): find the
+ * leader, follow redirects, retry while a leader is being elected.
+ */
+#include "pd/pdrpc.h"
+
+#include "base/err.h"
+#include "rpc/rpc.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int vx_pd_client_call(const char *const *addrs, size_t n, const char *secret, uint32_t method,
+                      const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+                      ProtobufCMessage **resp, int timeout_ms, char *errbuf)
+{
+    if (addrs == NULL || n == 0 || req == NULL || resp_desc == NULL || resp == NULL || timeout_ms <= 0)
+        return vx_errf(errbuf, VX_PD_CLIENT_ERRMSG_LEN, VX_EINVAL, "bad arguments");
+    size_t len = protobuf_c_message_get_packed_size(req);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL) return vx_errf(errbuf, VX_PD_CLIENT_ERRMSG_LEN, VX_ENOMEM, "out of memory");
+    protobuf_c_message_pack(req, buf);
+    const char *sec = secret ? secret : "";
+    long long deadline = mono_ms() + timeout_ms;
+    char redirect[256] = "", last[600] = "no placement driver answered";
+    size_t next = 0;
+    unsigned backoff_ms = 20;
+    int rc = VX_EIO;
+    for (;;) {
+        const char *addr = redirect[0] ? redirect : addrs[next++ % n];
+        char target[256];
+        snprintf(target, sizeof target, "%s", addr);
+        redirect[0] = '\0';
+        long long left = deadline - mono_ms();
+        if (left <= 0) break;
+        int32_t status = 0;
+        uint8_t *out = NULL;
+        size_t outlen = 0;
+        char cerr[VX_RPC_ERRMSG_LEN];
+        int crc = vx_rpc_call_once(target, sec, strlen(sec), method, buf, len,
+                                   (int)(left < 5000 ? left : 5000), &status, &out, &outlen, cerr);
+        if (crc != 0) {
+            snprintf(last, sizeof last, "%s: %s", target, cerr);
+        } else if (status == 0) {
+            *resp = protobuf_c_message_unpack(resp_desc, NULL, outlen, out);
+            free(out);
+            free(buf);
+            if (*resp == NULL)
+                return vx_errf(errbuf, VX_PD_CLIENT_ERRMSG_LEN, VX_EFORMAT,
+                               "%s: unreadable answer", target);
+            return 0;
+        } else {
+            Vxpd__Error *e = vxpd__error__unpack(NULL, outlen, out);
+            snprintf(last, sizeof last, "%s: %s", target,
+                     e && e->message[0] ? e->message : vx_rpc_strstatus(status));
+            if (status == VX_PD_NOT_LEADER && e && e->leader_rpc_address[0] &&
+                strcmp(e->leader_rpc_address, target) != 0)
+                snprintf(redirect, sizeof redirect, "%s", e->leader_rpc_address);
+            bool retry = status == VX_PD_NOT_LEADER || status == VX_PD_RETRY;
+            if (status <= VX_RPC_EAUTH && status >= VX_RPC_EPROTO) status = VX_EIO; /* transport */
+            if (e) vxpd__error__free_unpacked(e, NULL);
+            if (!retry) {
+                free(out);
+                rc = status;
+                vx_errf(errbuf, VX_PD_CLIENT_ERRMSG_LEN, rc, "%s", last);
+                free(buf);
+                return rc;
+            }
+        }
+        free(out);
+        if (redirect[0]) { /* straight to the leader (a short pause: hints can be stale) */
+            usleep(5000);
+            continue;
+        }
+        if (next % n == 0) {       /* a full round without a leader: wait a little */
+            long long rest = deadline - mono_ms();
+            if (rest <= 0) break;
+            usleep((useconds_t)(backoff_ms < rest ? backoff_ms : rest) * 1000);
+            if (backoff_ms < 500) backoff_ms *= 2;
+        }
+    }
+    free(buf);
+    return vx_errf(errbuf, VX_PD_CLIENT_ERRMSG_LEN, rc, "no placement driver leader within %d ms (%s)",
+                   timeout_ms, last);
+}

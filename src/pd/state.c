@@ -1,0 +1,553 @@
+/*
+ * state.c - the placement driver's replicated state machine (state.h).
+ */
+#include "pd/state.h"
+
+#include "base/err.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct vx_pd_state {
+    Vxpd__State *s;
+};
+
+#define REFUSE(res, code, ...)                                                                     \
+    do {                                                                                           \
+        (res)->status = (code);                                                                    \
+        snprintf((res)->msg, sizeof (res)->msg, __VA_ARGS__);                                      \
+        return 0;                                                                                  \
+    } while (0)
+
+/* ---- the malloc'd tree ---------------------------------------------------------------- */
+
+static void str_free(char *s)
+{
+    if (s != NULL && s != protobuf_c_empty_string) free(s);
+}
+
+/* Replace *field by a copy of v; false when out of memory (field unchanged). */
+static bool str_set(char **field, const char *v)
+{
+    char *c = strdup(v ? v : "");
+    if (c == NULL) return false;
+    str_free(*field);
+    *field = c;
+    return true;
+}
+
+static bool push(void ***arr, size_t *n, void *item)
+{
+    void **a = realloc(*arr, (*n + 1) * sizeof *a);
+    if (a == NULL) return false;
+    a[(*n)++] = item;
+    *arr = a;
+    return true;
+}
+
+static void erase(void **arr, size_t *n, size_t i)
+{
+    memmove(&arr[i], &arr[i + 1], (*n - i - 1) * sizeof *arr);
+    (*n)--;
+}
+
+static Vxpd__State *state_alloc(void)
+{
+    Vxpd__State *s = malloc(sizeof *s);
+    if (s) vxpd__state__init(s);
+    return s;
+}
+
+vx_pd_state *vx_pd_state_new(void)
+{
+    vx_pd_state *st = calloc(1, sizeof *st);
+    if (st == NULL) return NULL;
+    st->s = state_alloc();
+    if (st->s == NULL) {
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+void vx_pd_state_free(vx_pd_state *st)
+{
+    if (st == NULL) return;
+    vxpd__state__free_unpacked(st->s, NULL);
+    free(st);
+}
+
+const Vxpd__State *vx_pd_state_get(const vx_pd_state *st) { return st->s; }
+
+/* ---- lookups ------------------------------------------------------------------------- */
+
+static Vxpd__Worker *find_worker(const Vxpd__State *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n_workers; i++)
+        if (s->workers[i]->id == id) return s->workers[i];
+    return NULL;
+}
+
+static Vxpd__Collection *find_coll(const Vxpd__State *s, const char *name, size_t *pos)
+{
+    for (size_t i = 0; i < s->n_collections; i++)
+        if (strcmp(s->collections[i]->name, name) == 0) {
+            if (pos) *pos = i;
+            return s->collections[i];
+        }
+    return NULL;
+}
+
+static Vxpd__Shard *find_shard(const Vxpd__State *s, uint64_t gid, Vxpd__Collection **coll)
+{
+    for (size_t i = 0; i < s->n_collections; i++)
+        for (size_t j = 0; j < s->collections[i]->n_shards; j++)
+            if (s->collections[i]->shards[j]->group_id == gid) {
+                if (coll) *coll = s->collections[i];
+                return s->collections[i]->shards[j];
+            }
+    return NULL;
+}
+
+static Vxpd__Replica *find_replica(const Vxpd__Shard *sh, uint64_t worker, size_t *pos)
+{
+    for (size_t i = 0; i < sh->n_replicas; i++)
+        if (sh->replicas[i]->worker == worker) {
+            if (pos) *pos = i;
+            return sh->replicas[i];
+        }
+    return NULL;
+}
+
+const Vxpd__Worker *vx_pd_state_worker(const vx_pd_state *st, uint64_t id)
+{
+    return find_worker(st->s, id);
+}
+
+const Vxpd__Worker *vx_pd_state_worker_by_name(const vx_pd_state *st, const char *name)
+{
+    for (size_t i = 0; i < st->s->n_workers; i++)
+        if (strcmp(st->s->workers[i]->name, name) == 0) return st->s->workers[i];
+    return NULL;
+}
+
+const Vxpd__Collection *vx_pd_state_collection(const vx_pd_state *st, const char *name)
+{
+    return find_coll(st->s, name, NULL);
+}
+
+const Vxpd__Shard *vx_pd_state_shard(const vx_pd_state *st, uint64_t group_id,
+                                     const Vxpd__Collection **coll)
+{
+    Vxpd__Collection *c = NULL;
+    Vxpd__Shard *sh = find_shard(st->s, group_id, &c);
+    if (coll) *coll = c;
+    return sh;
+}
+
+static size_t replicas_on(const Vxpd__State *s, uint64_t worker)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_collections; i++)
+        for (size_t j = 0; j < s->collections[i]->n_shards; j++)
+            if (find_replica(s->collections[i]->shards[j], worker, NULL)) n++;
+    return n;
+}
+
+/* READY <-> ACTIVE follow whether a worker hosts replicas (state.h). */
+static void settle_active(Vxpd__State *s)
+{
+    for (size_t i = 0; i < s->n_workers; i++) {
+        Vxpd__Worker *w = s->workers[i];
+        if (w->state == VX_PD_READY && replicas_on(s, w->id) > 0)
+            w->state = VX_PD_ACTIVE;
+        else if (w->state == VX_PD_ACTIVE && replicas_on(s, w->id) == 0)
+            w->state = VX_PD_READY;
+    }
+}
+
+static void bump(Vxpd__State *s, Vxpd__Shard *sh)
+{
+    s->epoch++;
+    if (sh) sh->epoch = s->epoch;
+}
+
+/* ---- commands ------------------------------------------------------------------------ */
+
+static bool valid_addr(const char *a) { return a && *a && strlen(a) <= VX_PD_ADDR_MAX && strchr(a, ':'); }
+
+static int apply_register(Vxpd__State *s, const Vxpd__CmdRegisterWorker *c, vx_pd_result *res)
+{
+    const Vxpd__Worker *in = c ? c->worker : NULL;
+    if (in == NULL || in->name[0] == '\0' || strlen(in->name) > 128)
+        REFUSE(res, VX_EINVAL, "a worker needs a name of 1 to 128 bytes");
+    if (!valid_addr(in->rpc_address) || !valid_addr(in->raft_address))
+        REFUSE(res, VX_EINVAL, "worker %s: rpc and raft addresses must be host:port", in->name);
+    if (strlen(in->zone) >= VX_PD_DOMAIN_MAX || strlen(in->rack) >= VX_PD_DOMAIN_MAX)
+        REFUSE(res, VX_EINVAL, "worker %s: zone and rack names are at most %d bytes", in->name,
+               VX_PD_DOMAIN_MAX - 1);
+    Vxpd__Worker *w = NULL;
+    for (size_t i = 0; i < s->n_workers; i++)
+        if (strcmp(s->workers[i]->name, in->name) == 0) w = s->workers[i];
+    if (w != NULL && w->state == VX_PD_REMOVED)
+        REFUSE(res, VX_ESTATE, "worker %s (id %llu) was removed; it cannot rejoin under that name",
+               in->name, (unsigned long long)w->id);
+    bool fresh = w == NULL;
+    if (fresh) {
+        w = malloc(sizeof *w);
+        if (w == NULL) return VX_ENOMEM;
+        vxpd__worker__init(w);
+        w->capacity = malloc(sizeof *w->capacity);
+        if (w->capacity == NULL || !str_set(&w->name, in->name)) {
+            free(w->capacity);
+            free(w);
+            return VX_ENOMEM;
+        }
+        vxpd__capacity__init(w->capacity);
+    }
+    bool changed = fresh || strcmp(w->rpc_address, in->rpc_address) != 0 ||
+                   strcmp(w->raft_address, in->raft_address) != 0 ||
+                   strcmp(w->zone, in->zone) != 0 || strcmp(w->rack, in->rack) != 0;
+    if (!str_set(&w->rpc_address, in->rpc_address) || !str_set(&w->raft_address, in->raft_address) ||
+        !str_set(&w->zone, in->zone) || !str_set(&w->rack, in->rack)) {
+        if (fresh) vxpd__worker__free_unpacked(w, NULL);
+        return VX_ENOMEM;
+    }
+    w->labels = in->labels;
+    if (in->capacity) {
+        w->capacity->cpu_cores = in->capacity->cpu_cores;
+        w->capacity->mem_bytes = in->capacity->mem_bytes;
+        w->capacity->disk_bytes = in->capacity->disk_bytes;
+    }
+    if (fresh) {
+        if (s->next_worker_id == 0) s->next_worker_id = 1;
+        w->id = s->next_worker_id;
+        w->state = VX_PD_READY;
+        w->registered_epoch = s->epoch + 1;
+        if (!push((void ***)&s->workers, &s->n_workers, w)) {
+            vxpd__worker__free_unpacked(w, NULL);
+            return VX_ENOMEM;
+        }
+        s->next_worker_id++;
+    }
+    if (changed) bump(s, NULL);
+    settle_active(s);
+    res->value = w->id;
+    return 0;
+}
+
+static int apply_set_state(Vxpd__State *s, const Vxpd__CmdSetWorkerState *c, vx_pd_result *res)
+{
+    if (c == NULL || c->state > VX_PD_REMOVED) REFUSE(res, VX_EINVAL, "unknown worker state");
+    Vxpd__Worker *w = find_worker(s, c->id);
+    if (w == NULL) REFUSE(res, VX_ENOTFOUND, "no worker %llu", (unsigned long long)c->id);
+    if (c->check_expect && w->state != c->expect_state)
+        REFUSE(res, VX_ESTATE, "worker %llu is %s, not %s", (unsigned long long)c->id,
+               vx_pd_state_name(w->state), vx_pd_state_name(c->expect_state));
+    if (w->state == VX_PD_REMOVED && c->state != VX_PD_REMOVED)
+        REFUSE(res, VX_ESTATE, "worker %llu was removed", (unsigned long long)c->id);
+    res->value = w->id;
+    if (w->state == c->state) return 0;
+    w->state = c->state;
+    bump(s, NULL);
+    settle_active(s);
+    return 0;
+}
+
+static int apply_create(Vxpd__State *s, const Vxpd__CmdCreateCollection *c, vx_pd_result *res)
+{
+    if (c == NULL || c->name[0] == '\0' || strlen(c->name) > VX_PD_NAME_MAX)
+        REFUSE(res, VX_EINVAL, "a collection name is 1 to %d bytes", VX_PD_NAME_MAX);
+    if (find_coll(s, c->name, NULL))
+        REFUSE(res, VX_EEXISTS, "collection %s already exists", c->name);
+    if (c->shard_count < 1 || c->shard_count > VX_PD_MAX_SHARDS)
+        REFUSE(res, VX_EINVAL, "shard_count must be 1 to %d", VX_PD_MAX_SHARDS);
+    if (c->replication_factor < 1 || c->replication_factor > VX_PD_MAX_REPLICAS)
+        REFUSE(res, VX_EINVAL, "replication_factor must be 1 to %d", VX_PD_MAX_REPLICAS);
+    if (c->n_placement != (size_t)c->shard_count * c->replication_factor)
+        REFUSE(res, VX_EINVAL, "placement names %zu replicas, want %u", c->n_placement,
+               c->shard_count * c->replication_factor);
+    for (size_t i = 0; i < c->n_placement; i++) {
+        const Vxpd__Worker *w = find_worker(s, c->placement[i]);
+        if (w == NULL || w->state == VX_PD_REMOVED || w->state == VX_PD_ERROR)
+            REFUSE(res, VX_ESTATE, "placement names worker %llu, which cannot take replicas",
+                   (unsigned long long)c->placement[i]);
+        size_t first = i - i % c->replication_factor;
+        for (size_t j = first; j < i; j++)
+            if (c->placement[j] == c->placement[i])
+                REFUSE(res, VX_EINVAL, "placement puts two replicas of shard %zu on worker %llu",
+                       i / c->replication_factor, (unsigned long long)c->placement[i]);
+    }
+    Vxpd__Collection *col = malloc(sizeof *col);
+    if (col == NULL) return VX_ENOMEM;
+    vxpd__collection__init(col);
+    if (!str_set(&col->name, c->name) || !str_set(&col->config_json, c->config_json)) goto nomem;
+    col->shard_count = c->shard_count;
+    col->replication_factor = c->replication_factor;
+    col->shards = calloc(c->shard_count, sizeof *col->shards);
+    if (col->shards == NULL) goto nomem;
+    if (s->next_group_id < VX_PD_FIRST_GROUP_ID) s->next_group_id = VX_PD_FIRST_GROUP_ID;
+    for (uint32_t i = 0; i < c->shard_count; i++) {
+        Vxpd__Shard *sh = malloc(sizeof *sh);
+        if (sh == NULL) goto nomem;
+        vxpd__shard__init(sh);
+        col->shards[col->n_shards++] = sh;
+        sh->index = i;
+        sh->group_id = s->next_group_id + i;
+        sh->replicas = calloc(c->replication_factor, sizeof *sh->replicas);
+        sh->bootstrap = calloc(c->replication_factor, sizeof *sh->bootstrap);
+        if (sh->replicas == NULL || sh->bootstrap == NULL) goto nomem;
+        sh->n_bootstrap = c->replication_factor;
+        memcpy(sh->bootstrap, &c->placement[(size_t)i * c->replication_factor],
+               c->replication_factor * sizeof *sh->bootstrap);
+        for (uint32_t r = 0; r < c->replication_factor; r++) {
+            Vxpd__Replica *rep = malloc(sizeof *rep);
+            if (rep == NULL) goto nomem;
+            vxpd__replica__init(rep);
+            rep->worker = c->placement[(size_t)i * c->replication_factor + r];
+            rep->voter = true;
+            sh->replicas[sh->n_replicas++] = rep;
+        }
+    }
+    if (!push((void ***)&s->collections, &s->n_collections, col)) goto nomem;
+    if (s->next_collection_id == 0) s->next_collection_id = 1;
+    col->id = s->next_collection_id++;
+    s->next_group_id += c->shard_count;
+    bump(s, NULL);
+    col->created_epoch = s->epoch;
+    for (size_t i = 0; i < col->n_shards; i++) col->shards[i]->epoch = s->epoch;
+    settle_active(s);
+    res->value = col->id;
+    return 0;
+nomem:
+    vxpd__collection__free_unpacked(col, NULL);
+    return VX_ENOMEM;
+}
+
+static int apply_delete(Vxpd__State *s, const Vxpd__CmdDeleteCollection *c, vx_pd_result *res)
+{
+    size_t pos;
+    Vxpd__Collection *col = c ? find_coll(s, c->name, &pos) : NULL;
+    if (col == NULL) REFUSE(res, VX_ENOTFOUND, "no collection %s", c ? c->name : "");
+    res->value = col->id;
+    erase((void **)s->collections, &s->n_collections, pos);
+    vxpd__collection__free_unpacked(col, NULL);
+    bump(s, NULL);
+    settle_active(s);
+    return 0;
+}
+
+static unsigned voters(const Vxpd__Shard *sh)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < sh->n_replicas; i++) n += sh->replicas[i]->voter;
+    return n;
+}
+
+static void drop_replica(Vxpd__Shard *sh, size_t pos)
+{
+    vxpd__replica__free_unpacked(sh->replicas[pos], NULL);
+    erase((void **)sh->replicas, &sh->n_replicas, pos);
+}
+
+static int apply_step(Vxpd__State *s, const Vxpd__CmdReplicaStep *c, vx_pd_result *res)
+{
+    if (c == NULL) REFUSE(res, VX_EINVAL, "empty replica step");
+    Vxpd__Shard *sh = find_shard(s, c->group_id, NULL);
+    if (sh == NULL) REFUSE(res, VX_ENOTFOUND, "no shard with group %llu", (unsigned long long)c->group_id);
+    unsigned long long gid = c->group_id, wid = c->worker;
+    size_t pos;
+    Vxpd__Replica *rep = find_replica(sh, c->worker, &pos);
+    switch (c->step) {
+    case VXPD__CMD_REPLICA_STEP__STEP__BEGIN_MOVE: {
+        if (sh->move_to != 0) {
+            if (sh->move_to == c->worker && sh->move_from == c->from_worker) return 0;
+            REFUSE(res, VX_ESTATE, "shard %llu: a move to worker %llu is in flight", gid,
+                   (unsigned long long)sh->move_to);
+        }
+        const Vxpd__Worker *w = find_worker(s, c->worker);
+        if (w == NULL || (w->state != VX_PD_READY && w->state != VX_PD_ACTIVE))
+            REFUSE(res, VX_ESTATE, "worker %llu cannot take replicas", wid);
+        if (rep != NULL) REFUSE(res, VX_EEXISTS, "worker %llu already holds shard %llu", wid, gid);
+        if (c->from_worker != 0 && find_replica(sh, c->from_worker, NULL) == NULL)
+            REFUSE(res, VX_ENOTFOUND, "worker %llu holds no replica of shard %llu",
+                   (unsigned long long)c->from_worker, gid);
+        if (sh->n_replicas >= VX_PD_MAX_REPLICAS)
+            REFUSE(res, VX_EFULL, "shard %llu has %d replicas already", gid, VX_PD_MAX_REPLICAS);
+        Vxpd__Replica *n = malloc(sizeof *n);
+        if (n == NULL) return VX_ENOMEM;
+        vxpd__replica__init(n);
+        n->worker = c->worker;
+        n->voter = false;
+        if (!push((void ***)&sh->replicas, &sh->n_replicas, n)) {
+            free(n);
+            return VX_ENOMEM;
+        }
+        sh->move_to = c->worker;
+        sh->move_from = c->from_worker;
+        break;
+    }
+    case VXPD__CMD_REPLICA_STEP__STEP__PROMOTE:
+        if (rep == NULL) REFUSE(res, VX_ENOTFOUND, "worker %llu holds no replica of shard %llu", wid, gid);
+        if (rep->voter) return 0;
+        rep->voter = true;
+        break;
+    case VXPD__CMD_REPLICA_STEP__STEP__REMOVE:
+        if (rep == NULL) return 0;
+        if (rep->voter && voters(sh) <= 1)
+            REFUSE(res, VX_ESTATE, "shard %llu: worker %llu holds its last voter", gid, wid);
+        drop_replica(sh, pos);
+        if (sh->move_to == c->worker) sh->move_to = sh->move_from = 0;
+        break;
+    case VXPD__CMD_REPLICA_STEP__STEP__FINISH_MOVE: {
+        if (sh->move_to == 0) return 0;
+        Vxpd__Replica *to = find_replica(sh, sh->move_to, NULL);
+        if (to == NULL || !to->voter || (sh->move_from && find_replica(sh, sh->move_from, NULL)))
+            REFUSE(res, VX_ESTATE, "shard %llu: the move has steps left", gid);
+        sh->move_to = sh->move_from = 0;
+        return 0; /* replicas unchanged: no epoch */
+    }
+    case VXPD__CMD_REPLICA_STEP__STEP__ABORT_MOVE: {
+        if (sh->move_to == 0) return 0;
+        size_t tpos;
+        Vxpd__Replica *to = find_replica(sh, sh->move_to, &tpos);
+        sh->move_to = sh->move_from = 0;
+        if (to == NULL || to->voter) return 0;
+        drop_replica(sh, tpos);
+        break;
+    }
+    default:
+        REFUSE(res, VX_EINVAL, "unknown replica step %d", (int)c->step);
+    }
+    bump(s, sh);
+    settle_active(s);
+    return 0;
+}
+
+int vx_pd_state_apply(vx_pd_state *st, const uint8_t *buf, size_t len, vx_pd_result *res)
+{
+    memset(res, 0, sizeof *res);
+    Vxpd__Command *cmd = vxpd__command__unpack(NULL, len, buf);
+    if (cmd == NULL) return VX_EFORMAT;
+    int rc;
+    switch (cmd->cmd_case) {
+    case VXPD__COMMAND__CMD_REGISTER_WORKER:
+        rc = apply_register(st->s, cmd->register_worker, res);
+        break;
+    case VXPD__COMMAND__CMD_SET_WORKER_STATE:
+        rc = apply_set_state(st->s, cmd->set_worker_state, res);
+        break;
+    case VXPD__COMMAND__CMD_CREATE_COLLECTION:
+        rc = apply_create(st->s, cmd->create_collection, res);
+        break;
+    case VXPD__COMMAND__CMD_DELETE_COLLECTION:
+        rc = apply_delete(st->s, cmd->delete_collection, res);
+        break;
+    case VXPD__COMMAND__CMD_REPLICA_STEP:
+        rc = apply_step(st->s, cmd->replica_step, res);
+        break;
+    default:
+        rc = VX_EFORMAT;
+        break;
+    }
+    vxpd__command__free_unpacked(cmd, NULL);
+    return rc;
+}
+
+/* ---- snapshots ----------------------------------------------------------------------- */
+
+int vx_pd_state_encode(const vx_pd_state *st, uint8_t **buf, size_t *len)
+{
+    size_t n = vxpd__state__get_packed_size(st->s);
+    uint8_t *b = malloc(n ? n : 1);
+    if (b == NULL) return VX_ENOMEM;
+    vxpd__state__pack(st->s, b);
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+int vx_pd_state_restore(vx_pd_state *st, const uint8_t *buf, size_t len)
+{
+    Vxpd__State *s = vxpd__state__unpack(NULL, len, buf);
+    if (s == NULL) return VX_EFORMAT;
+    for (size_t i = 0; i < s->n_workers; i++)
+        if (s->workers[i]->capacity == NULL) {
+            s->workers[i]->capacity = malloc(sizeof *s->workers[i]->capacity);
+            if (s->workers[i]->capacity == NULL) {
+                vxpd__state__free_unpacked(s, NULL);
+                return VX_ENOMEM;
+            }
+            vxpd__capacity__init(s->workers[i]->capacity);
+        }
+    vxpd__state__free_unpacked(st->s, NULL);
+    st->s = s;
+    return 0;
+}
+
+int vx_pd_command_pack(const Vxpd__Command *cmd, uint8_t **buf, size_t *len)
+{
+    size_t n = vxpd__command__get_packed_size(cmd);
+    uint8_t *b = malloc(n ? n : 1);
+    if (b == NULL) return VX_ENOMEM;
+    vxpd__command__pack(cmd, b);
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+/* ---- the decision functions' view -------------------------------------------------- */
+
+int vx_pd_state_cluster(const vx_pd_state *st, vx_pd_cluster *out)
+{
+    const Vxpd__State *s = st->s;
+    memset(out, 0, sizeof *out);
+    size_t nshards = 0;
+    for (size_t i = 0; i < s->n_collections; i++) nshards += s->collections[i]->n_shards;
+    out->workers = calloc(s->n_workers ? s->n_workers : 1, sizeof *out->workers);
+    out->shards = calloc(nshards ? nshards : 1, sizeof *out->shards);
+    if (out->workers == NULL || out->shards == NULL) {
+        vx_pd_cluster_free(out);
+        return VX_ENOMEM;
+    }
+    for (size_t i = 0; i < s->n_workers; i++) {
+        const Vxpd__Worker *w = s->workers[i];
+        vx_pd_worker *o = &out->workers[out->nworkers++];
+        o->id = w->id;
+        snprintf(o->zone, sizeof o->zone, "%s", w->zone);
+        snprintf(o->rack, sizeof o->rack, "%s", w->rack);
+        o->state = (vx_pd_worker_state)w->state;
+        o->cpu_cores = w->capacity ? w->capacity->cpu_cores : 0;
+        o->mem_bytes = w->capacity ? w->capacity->mem_bytes : 0;
+        o->disk_bytes = w->capacity ? w->capacity->disk_bytes : 0;
+        o->labels = w->labels;
+    }
+    for (size_t i = 0; i < s->n_collections; i++) {
+        const Vxpd__Collection *c = s->collections[i];
+        for (size_t j = 0; j < c->n_shards; j++) {
+            const Vxpd__Shard *sh = c->shards[j];
+            vx_pd_shard *o = &out->shards[out->nshards++];
+            o->collection_id = c->id;
+            o->shard_index = sh->index;
+            o->group_id = sh->group_id;
+            o->rf = c->replication_factor;
+            for (size_t r = 0; r < sh->n_replicas && o->n < VX_PD_MAX_REPLICAS; r++) {
+                o->replicas[o->n].worker = sh->replicas[r]->worker;
+                o->replicas[o->n].voter = sh->replicas[r]->voter;
+                o->n++;
+            }
+            o->moving = sh->move_to != 0;
+        }
+    }
+    return 0;
+}
+
+void vx_pd_cluster_free(vx_pd_cluster *c)
+{
+    free(c->workers);
+    free(c->shards);
+    memset(c, 0, sizeof *c);
+}
