@@ -191,7 +191,10 @@ int vx_admin_main(int argc, char **argv)
         }
     } else if (!strcmp(cmd, "create") && i < argc) {
         Vxpd__CreateCollectionRequest r = VXPD__CREATE_COLLECTION_REQUEST__INIT;
+        char rid[33];
+        vx_pd_request_id(rid);
         r.name = argv[i++];
+        r.request_id = rid;
         r.config_json = (char *)"{}";
         uint64_t v;
         for (; i + 1 < argc; i += 2) {

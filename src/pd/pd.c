@@ -8,6 +8,9 @@
 #include "base/err.h"
 #include "pd/pdrpc.h"
 #include "rpc/rpc.h"
+#include "server/runtime.h"
+
+#include <cjson/cJSON.h>
 
 #include <inttypes.h>
 #include <stdbool.h>
@@ -619,9 +622,28 @@ static void h_create(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, size_
         reply_err(call, VX_EINVAL, NULL, "bad collection name");
         goto out;
     }
-    if (vx_pd_state_collection(pd->st, req->name)) {
+    const Vxpd__Collection *old = vx_pd_state_collection(pd->st, req->name);
+    if (old && req->request_id[0] && strcmp(old->create_request, req->request_id) == 0) {
+        Vxpd__CollectionResponse r = VXPD__COLLECTION_RESPONSE__INIT; /* a retry of this create */
+        r.collection = (Vxpd__Collection *)old;
+        r.epoch = vx_pd_state_get(pd->st)->epoch;
+        reply_msg(call, 0, &r.base);
+        goto out;
+    }
+    if (old) {
         reply_err(call, VX_EEXISTS, NULL, "collection %s already exists", req->name);
         goto out;
+    }
+    {
+        char cerr[VX_RT_ERRMSG_LEN];
+        vx_collection_config cfg;
+        cJSON *body = cJSON_Parse(req->config_json);
+        int prc = vx_collection_config_parse(body, &cfg, cerr);
+        cJSON_Delete(body);
+        if (prc != 0) {
+            reply_err(call, VX_EINVAL, NULL, "collection config: %s", cerr);
+            goto out;
+        }
     }
     if (sc < 1 || sc > VX_PD_MAX_SHARDS || rf < 1 || rf > VX_PD_MAX_REPLICAS) {
         reply_err(call, VX_EINVAL, NULL, "shard_count must be 1 to %d and replication_factor 1 to %d",
@@ -665,6 +687,7 @@ static void h_create(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, size_
     cc.config_json = req->config_json;
     cc.shard_count = sc;
     cc.replication_factor = rf;
+    cc.request_id = req->request_id;
     cc.placement = placement;
     cc.n_placement = (size_t)sc * rf;
     Vxpd__Command cmd = VXPD__COMMAND__INIT;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -93,4 +94,17 @@ int vx_pd_client_call(const char *const *addrs, size_t n, const char *secret, ui
     free(buf);
     return vx_errf(errbuf, VX_PD_CLIENT_ERRMSG_LEN, rc, "no placement driver leader within %d ms (%s)",
                    timeout_ms, last);
+}
+
+void vx_pd_request_id(char out[33])
+{
+    uint8_t r[16] = {0};
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+        struct timespec ts; /* no entropy: time and pid are unique enough for retries */
+        clock_gettime(CLOCK_REALTIME, &ts);
+        memcpy(r, &ts, sizeof ts < 16 ? sizeof ts : 16);
+        pid_t pid = getpid();
+        memcpy(r + 12, &pid, sizeof pid);
+    }
+    for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", r[i]);
 }

@@ -46,4 +46,8 @@ int vx_pd_client_call(const char *const *addrs, size_t n, const char *secret, ui
                       const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
                       ProtobufCMessage **resp, int timeout_ms, char *errbuf);
 
+/* A fresh request id (32 hex digits) for calls that must not run twice
+ * when retried (CreateCollection). */
+void vx_pd_request_id(char out[33]);
+
 #endif

@@ -261,8 +261,13 @@ static int apply_create(Vxpd__State *s, const Vxpd__CmdCreateCollection *c, vx_p
 {
     if (c == NULL || c->name[0] == '\0' || strlen(c->name) > VX_PD_NAME_MAX)
         REFUSE(res, VX_EINVAL, "a collection name is 1 to %d bytes", VX_PD_NAME_MAX);
-    if (find_coll(s, c->name, NULL))
-        REFUSE(res, VX_EEXISTS, "collection %s already exists", c->name);
+    const Vxpd__Collection *old = find_coll(s, c->name, NULL);
+    if (old && c->request_id[0] && strcmp(old->create_request, c->request_id) == 0) {
+        res->value = old->id; /* the same create, retried */
+        return 0;
+    }
+    if (old) REFUSE(res, VX_EEXISTS, "collection %s already exists", c->name);
+    if (strlen(c->request_id) > 64) REFUSE(res, VX_EINVAL, "request ids are at most 64 bytes");
     if (c->shard_count < 1 || c->shard_count > VX_PD_MAX_SHARDS)
         REFUSE(res, VX_EINVAL, "shard_count must be 1 to %d", VX_PD_MAX_SHARDS);
     if (c->replication_factor < 1 || c->replication_factor > VX_PD_MAX_REPLICAS)
@@ -284,7 +289,9 @@ static int apply_create(Vxpd__State *s, const Vxpd__CmdCreateCollection *c, vx_p
     Vxpd__Collection *col = malloc(sizeof *col);
     if (col == NULL) return VX_ENOMEM;
     vxpd__collection__init(col);
-    if (!str_set(&col->name, c->name) || !str_set(&col->config_json, c->config_json)) goto nomem;
+    if (!str_set(&col->name, c->name) || !str_set(&col->config_json, c->config_json) ||
+        !str_set(&col->create_request, c->request_id))
+        goto nomem;
     col->shard_count = c->shard_count;
     col->replication_factor = c->replication_factor;
     col->shards = calloc(c->shard_count, sizeof *col->shards);

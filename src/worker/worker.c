@@ -60,6 +60,7 @@ typedef struct hosted {
     uint64_t member_op_since;
     uint64_t drop_since; /* not listed for this worker since (ms; 0: listed) */
     uint64_t last_transfer;
+    uint64_t last_err_log;
     char dir[600];
 } hosted;
 
@@ -354,7 +355,10 @@ static void reconcile_members(worker *w, hosted *h, const Vxpd__Shard *s)
     }
     if (rc != 1 && rc != 0) {
         h->member_op = false;
-        if (rc != VX_ESTATE) fprintf(stderr, "worker: shard %" PRIu64 ": membership: %s\n", h->gid, vx_strerror(rc));
+        if (rc != VX_ESTATE && now_ms(w) - h->last_err_log > 10000) { /* once per 10 s */
+            h->last_err_log = now_ms(w);
+            fprintf(stderr, "worker: shard %" PRIu64 ": membership change refused: %s\n", h->gid, vx_strerror(rc));
+        }
     }
 }
 
