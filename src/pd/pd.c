@@ -6,6 +6,7 @@
 #include "pd/pd.h"
 
 #include "base/err.h"
+#include "pd/pd_fsm.h"
 #include "pd/pdrpc.h"
 #include "rpc/rpc.h"
 #include "server/runtime.h"
@@ -37,7 +38,7 @@ struct vx_pd {
     vx_node *node;
     vx_group *g;
     struct raft *raft;
-    struct raft_fsm fsm;
+    vx_pd_fsm fsm;
     vx_pd_options opt;
     char peer_text[VX_PD_MAX_PEERS][2][VX_PD_ADDR_MAX + 1];
     char secret[256];
@@ -121,62 +122,13 @@ static const char *peer_rpc(vx_pd *pd, uint64_t id)
     return NULL;
 }
 
-/* ---- the state machine --------------------------------------------------------------- */
+/* ---- the state machine (pd_fsm.h) ------------------------------------------------------ */
 
-/* Entry: u32 length, the packed Command, zero padding to 8 bytes. */
-static int pd_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+static void on_result(void *data, uint64_t index, const vx_pd_result *res)
 {
-    vx_pd *pd = fsm->data;
-    uint64_t index = raft_last_applied(pd->raft) + 1;
-    uint32_t n = 0;
-    if (buf->len >= 4) memcpy(&n, buf->base, 4);
-    vx_pd_result res;
-    int rc = n <= buf->len - 4 && buf->len >= 4
-                 ? vx_pd_state_apply(pd->st, (const uint8_t *)buf->base + 4, n, &res)
-                 : VX_EFORMAT;
-    if (rc == VX_ENOMEM) return RAFT_NOMEM;
-    if (rc != 0) {
-        /* an entry this build cannot read: stop rather than diverge */
-        fprintf(stderr, "pd: entry %" PRIu64 " is not a command this version knows; stopping\n",
-                index);
-        _exit(70);
-    }
+    vx_pd *pd = data;
     pd->ring[index % RING].index = index;
-    pd->ring[index % RING].res = res;
-    *result = NULL;
-    return 0;
-}
-
-static int pd_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
-{
-    vx_pd *pd = fsm->data;
-    uint8_t *enc;
-    size_t len;
-    if (vx_pd_state_encode(pd->st, &enc, &len) != 0) return RAFT_NOMEM;
-    struct raft_buffer *b = raft_malloc(sizeof *b);
-    void *d = raft_malloc(len ? len : 1);
-    if (b == NULL || d == NULL) {
-        raft_free(b);
-        raft_free(d);
-        free(enc);
-        return RAFT_NOMEM;
-    }
-    memcpy(d, enc, len);
-    free(enc);
-    b->base = d;
-    b->len = len;
-    *bufs = b;
-    *n_bufs = 1;
-    return 0;
-}
-
-static int pd_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
-{
-    vx_pd *pd = fsm->data;
-    int rc = vx_pd_state_restore(pd->st, buf->base, buf->len);
-    raft_free(buf->base);
-    if (rc == VX_ENOMEM) return RAFT_NOMEM;
-    return rc == 0 ? 0 : RAFT_MALFORMED;
+    pd->ring[index % RING].res = *res;
 }
 
 /* ---- proposals ----------------------------------------------------------------------- */
@@ -218,28 +170,21 @@ static void apply_done(struct raft_apply *req, int status, void *result)
 static int propose(vx_pd *pd, const Vxpd__Command *cmd, vx_rpc_call *call, uint32_t method,
                    const char *name)
 {
-    size_t n = vxpd__command__get_packed_size(cmd), padded = (4 + n + 7) & ~(size_t)7;
     prop *p = calloc(1, sizeof *p);
-    uint8_t *b = raft_malloc(padded);
-    if (p == NULL || b == NULL) {
+    struct raft_buffer rb = {NULL, 0};
+    if (p == NULL || vx_pd_entry(cmd, &rb) != 0) {
         free(p);
-        raft_free(b);
         if (call) reply_err(call, VX_ENOMEM, NULL, "out of memory");
         return VX_ENOMEM;
     }
-    memset(b, 0, padded);
-    uint32_t n32 = (uint32_t)n;
-    memcpy(b, &n32, 4);
-    vxpd__command__pack(cmd, b + 4);
     p->pd = pd;
     p->call = call;
     p->method = method;
     if (name) snprintf(p->name, sizeof p->name, "%s", name);
     p->req.data = p;
-    struct raft_buffer rb = {b, padded};
     int rv = raft_apply(pd->raft, &p->req, &rb, 1, apply_done);
     if (rv != 0) {
-        raft_free(b);
+        raft_free(rb.base);
         free(p);
         if (call) reply_err(call, rv == RAFT_NOTLEADER ? VX_PD_NOT_LEADER : VX_EIO, "",
                             "cannot propose: %s", raft_strerror(rv));
@@ -939,23 +884,19 @@ int vx_pd_start(vx_node *node, uv_loop_t *loop, const vx_pd_options *opt, vx_pd 
         free(pd);
         return vx_errf(errbuf, VX_PD_ERRMSG_LEN, VX_ENOMEM, "out of memory");
     }
-    pd->fsm.version = 1;
-    pd->fsm.data = pd;
-    pd->fsm.apply = pd_apply;
-    pd->fsm.snapshot = pd_snapshot;
-    pd->fsm.restore = pd_restore;
+    vx_pd_fsm_init(&pd->fsm, pd->st, on_result, pd);
     char err[VX_NODE_ERRMSG_LEN];
     vx_group_options go = {0};
     go.election_timeout_ms = opt->election_timeout_ms;
     go.snapshot_threshold = 1024;
     go.snapshot_trailing = 256;
-    int rc = vx_group_new(node, VX_PD_GROUP_ID, opt->id, &pd->fsm, &go, &pd->g, err);
+    int rc = vx_group_new(node, VX_PD_GROUP_ID, opt->id, &pd->fsm.fsm, &go, &pd->g, err);
     if (rc != 0) {
         vx_pd_state_free(pd->st);
         free(pd);
         return vx_errf(errbuf, VX_PD_ERRMSG_LEN, rc, "PD group: %s", err);
     }
-    pd->raft = vx_group_raft(pd->g);
+    pd->raft = pd->fsm.raft = vx_group_raft(pd->g);
     raft_id ids[VX_PD_MAX_PEERS];
     const char *addrs[VX_PD_MAX_PEERS];
     for (unsigned i = 0; i < opt->npeers; i++) {

@@ -363,7 +363,8 @@ static void drop_replica(Vxpd__Shard *sh, size_t pos)
 static int apply_step(Vxpd__State *s, const Vxpd__CmdReplicaStep *c, vx_pd_result *res)
 {
     if (c == NULL) REFUSE(res, VX_EINVAL, "empty replica step");
-    Vxpd__Shard *sh = find_shard(s, c->group_id, NULL);
+    Vxpd__Collection *col = NULL;
+    Vxpd__Shard *sh = find_shard(s, c->group_id, &col);
     if (sh == NULL) REFUSE(res, VX_ENOTFOUND, "no shard with group %llu", (unsigned long long)c->group_id);
     unsigned long long gid = c->group_id, wid = c->worker;
     size_t pos;
@@ -404,8 +405,12 @@ static int apply_step(Vxpd__State *s, const Vxpd__CmdReplicaStep *c, vx_pd_resul
         break;
     case VXPD__CMD_REPLICA_STEP__STEP__REMOVE:
         if (rep == NULL) return 0;
-        if (rep->voter && voters(sh) <= 1)
-            REFUSE(res, VX_ESTATE, "shard %llu: worker %llu holds its last voter", gid, wid);
+        /* never below the replication factor in voters: a removal that
+         * would be (a stale step of a move rolled back meanwhile, say) is
+         * refused; a dead replica is removed only once a replacement is in */
+        if (rep->voter && voters(sh) - 1 < col->replication_factor)
+            REFUSE(res, VX_ESTATE, "shard %llu: removing worker %llu would leave %u voters, fewer than %u",
+                   gid, wid, voters(sh) - 1, col->replication_factor);
         drop_replica(sh, pos);
         if (sh->move_to == c->worker) sh->move_to = sh->move_from = 0;
         break;
@@ -419,10 +424,16 @@ static int apply_step(Vxpd__State *s, const Vxpd__CmdReplicaStep *c, vx_pd_resul
     }
     case VXPD__CMD_REPLICA_STEP__STEP__ABORT_MOVE: {
         if (sh->move_to == 0) return 0;
+        /* Roll back to the replicas before the move: the joining replica
+         * leaves (learner or already promoted) while the source is still
+         * there; once the source is gone the move is as good as done and
+         * only the record is cleared.  A repair (no source) keeps a
+         * replica that was promoted. */
         size_t tpos;
         Vxpd__Replica *to = find_replica(sh, sh->move_to, &tpos);
+        bool from_there = sh->move_from && find_replica(sh, sh->move_from, NULL);
         sh->move_to = sh->move_from = 0;
-        if (to == NULL || to->voter) return 0;
+        if (to == NULL || (!from_there && to->voter)) return 0;
         drop_replica(sh, tpos);
         break;
     }

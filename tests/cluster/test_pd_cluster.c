@@ -76,7 +76,7 @@ static void spawn_pd(cluster *c, int i)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        char id[8], dir[256], log[256];
+        char id[16], dir[256], log[256];
         snprintf(id, sizeof id, "%d", i + 1);
         snprintf(dir, sizeof dir, "%s/pd%d", c->root, i + 1);
         snprintf(log, sizeof log, "%s/pd%d.log", c->root, i + 1);
@@ -210,10 +210,10 @@ typedef struct writer {
     uint64_t next_id;
     uint64_t *acked;
     size_t nacked, cap;
-    char leader[SHARDS][32];
+    char leader[SHARDS][64];
     double last_ack, max_gap;
     unsigned failed_batches;
-    char last_error[300];
+    char last_error[512];
 } writer;
 
 static void vec_of(uint64_t id, float *v)

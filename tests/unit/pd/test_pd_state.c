@@ -248,11 +248,18 @@ static void test_move_steps(void **unused)
     assert_int_equal(step(st, gid, VXPD__CMD_REPLICA_STEP__STEP__BEGIN_MOVE, c, 0), VX_ESTATE);
     assert_int_equal(step(st, gid, VXPD__CMD_REPLICA_STEP__STEP__BEGIN_MOVE, a, 0), VX_EEXISTS);
     assert_int_equal(step(st, 4242, VXPD__CMD_REPLICA_STEP__STEP__PROMOTE, a, 0), VX_ENOTFOUND);
-    /* the last voter stays */
-    assert_int_equal(step(st, gid, VXPD__CMD_REPLICA_STEP__STEP__REMOVE, a, 0), 0);
-    assert_int_equal(step(st, gid, VXPD__CMD_REPLICA_STEP__STEP__REMOVE, b, 0), 0);
-    assert_int_equal(step(st, gid, VXPD__CMD_REPLICA_STEP__STEP__REMOVE, d, 0), VX_ESTATE);
-    assert_int_equal(vx_pd_state_shard(st, gid, NULL)->n_replicas, 1);
+    /* voters never drop below the replication factor (3 here) */
+    assert_int_equal(step(st, gid, VXPD__CMD_REPLICA_STEP__STEP__REMOVE, a, 0), VX_ESTATE);
+    assert_int_equal(vx_pd_state_shard(st, gid, NULL)->n_replicas, 3);
+    /* a stale source removal after a rolled-back move is refused the same way */
+    assert_int_equal(step(st, gid, VXPD__CMD_REPLICA_STEP__STEP__BEGIN_MOVE, c, a), VX_ESTATE); /* c unhealthy */
+    assert_int_equal(set_state(st, c, VX_PD_READY, -1), 0);
+    assert_int_equal(step(st, gid, VXPD__CMD_REPLICA_STEP__STEP__BEGIN_MOVE, c, a), 0);
+    assert_int_equal(step(st, gid, VXPD__CMD_REPLICA_STEP__STEP__PROMOTE, c, 0), 0);
+    assert_int_equal(step(st, gid, VXPD__CMD_REPLICA_STEP__STEP__ABORT_MOVE, 0, 0), 0);
+    sh = vx_pd_state_shard(st, gid, NULL);
+    assert_true(sh->n_replicas == 3 && sh->move_to == 0); /* the promoted target left again */
+    assert_int_equal(step(st, gid, VXPD__CMD_REPLICA_STEP__STEP__REMOVE, a, 0), VX_ESTATE);
     vx_pd_state_free(st);
 }
 
