@@ -8,6 +8,8 @@
  *   collections                  collection names
  *   create NAME [--shards N] [--replication N] [--config JSON]
  *   delete NAME
+ *   index COLLECTION FIELD TYPE  record a payload index (keyword, integer, float, bool)
+ *   unindex COLLECTION FIELD
  *   move GROUP FROM_WORKER TO_WORKER
  *   drain WORKER
  *   remove WORKER                (only once it holds no replicas)
@@ -38,6 +40,7 @@ static void admin_usage(FILE *out)
             "  status | topology | collections\n"
             "  create NAME [--shards N] [--replication N] [--config JSON]\n"
             "  delete NAME\n"
+            "  index COLLECTION FIELD TYPE | unindex COLLECTION FIELD\n"
             "  move GROUP FROM_WORKER TO_WORKER\n"
             "  drain WORKER | remove WORKER\n\n"
             "Environment: VECTRON_CLUSTER_SECRET, the cluster's internal RPC secret.\n");
@@ -65,6 +68,9 @@ static cJSON *collection_json(const Vxpd__Collection *c)
     cJSON_AddNumberToObject(o, "replication_factor", c->replication_factor);
     cJSON *cfg = cJSON_Parse(c->config_json);
     if (cfg) cJSON_AddItemToObject(o, "config", cfg);
+    cJSON *pis = cJSON_AddObjectToObject(o, "payload_indexes");
+    for (size_t i = 0; i < c->n_payload_indexes; i++)
+        cJSON_AddStringToObject(pis, c->payload_indexes[i]->field, c->payload_indexes[i]->schema);
     cJSON *shards = cJSON_AddArrayToObject(o, "shards");
     for (size_t i = 0; i < c->n_shards; i++) {
         const Vxpd__Shard *s = c->shards[i];
@@ -217,6 +223,15 @@ int vx_admin_main(int argc, char **argv)
         r.name = argv[i];
         rc = vx_pd_client_call(addrs, n, secret, VX_PD_DELETE_COLLECTION, &r.base, &vxpd__empty__descriptor,
                                &resp, TIMEOUT_MS, err);
+        if (rc == 0) puts("{\"result\":true}");
+    } else if ((!strcmp(cmd, "index") && i + 3 == argc) || (!strcmp(cmd, "unindex") && i + 2 == argc)) {
+        Vxpd__PayloadIndexRequest r = VXPD__PAYLOAD_INDEX_REQUEST__INIT;
+        r.collection = argv[i];
+        r.field = argv[i + 1];
+        r.drop = !strcmp(cmd, "unindex");
+        r.schema = r.drop ? (char *)"" : argv[i + 2];
+        rc = vx_pd_client_call(addrs, n, secret, VX_PD_PAYLOAD_INDEX, &r.base, &vxpd__empty__descriptor, &resp,
+                               TIMEOUT_MS, err);
         if (rc == 0) puts("{\"result\":true}");
     } else if (!strcmp(cmd, "move") && i + 3 == argc) {
         Vxpd__MoveShardRequest r = VXPD__MOVE_SHARD_REQUEST__INIT;

@@ -450,6 +450,23 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
     case VX_PD_CLUSTER_STATUS:
         h_status(pd, call);
         return;
+    case VX_PD_PAYLOAD_INDEX: {
+        UNPACK(Vxpd__PayloadIndexRequest, vxpd__payload_index_request, req, payload, len);
+        if (vx_pd_state_collection(pd->st, req->collection) == NULL) {
+            reply_err(call, VX_ENOTFOUND, NULL, "no collection %s", req->collection);
+        } else {
+            Vxpd__CmdPayloadIndex pi = VXPD__CMD_PAYLOAD_INDEX__INIT;
+            pi.collection = req->collection;
+            pi.field = req->field;
+            pi.schema = req->schema;
+            pi.drop = req->drop;
+            cmd.cmd_case = VXPD__COMMAND__CMD_PAYLOAD_INDEX;
+            cmd.payload_index = &pi;
+            propose(pd, &cmd, call, method, NULL);
+        }
+        vxpd__payload_index_request__free_unpacked(req, NULL);
+        return;
+    }
     default:
         reply_err(call, VX_EINVAL, NULL, "unknown method %u", method);
     }
@@ -887,7 +904,9 @@ int vx_pd_start(vx_node *node, uv_loop_t *loop, const vx_pd_options *opt, vx_pd 
     vx_pd_fsm_init(&pd->fsm, pd->st, on_result, pd);
     char err[VX_NODE_ERRMSG_LEN];
     vx_group_options go = {0};
-    go.election_timeout_ms = opt->election_timeout_ms;
+    /* the PD is the only group of its process: a short timeout elects a new
+     * leader in about a second after a crash (libraft randomizes it in [t, 2t]) */
+    go.election_timeout_ms = opt->election_timeout_ms ? opt->election_timeout_ms : 500;
     go.snapshot_threshold = 1024;
     go.snapshot_trailing = 256;
     int rc = vx_group_new(node, VX_PD_GROUP_ID, opt->id, &pd->fsm.fsm, &go, &pd->g, err);

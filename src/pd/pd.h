@@ -62,7 +62,7 @@ typedef struct vx_pd_options {
     unsigned move_timeout_ms;      /* default 300000 */
     unsigned default_shards;       /* CreateCollection without a count, default 1 */
     unsigned default_rf;           /* ... without a replication factor, default 3 */
-    unsigned election_timeout_ms;  /* default 1000 */
+    unsigned election_timeout_ms;  /* default 500 */
 } vx_pd_options;
 
 typedef struct vx_pd vx_pd;

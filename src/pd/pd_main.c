@@ -37,7 +37,7 @@ static void pd_usage(FILE *out)
             "  --move-timeout-ms MS   roll a stalled shard move back after this (default 300000)\n"
             "  --default-shards N     shards of a collection created without a count (default 1)\n"
             "  --default-replication N replicas per shard when not given (default 3)\n"
-            "  --election-timeout-ms MS  Raft election timeout (default 1000)\n\n"
+            "  --election-timeout-ms MS  Raft election timeout (default 500)\n\n"
             "Environment: VECTRON_CLUSTER_SECRET, the shared secret of internal RPC.\n");
 }
 

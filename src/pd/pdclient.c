@@ -88,7 +88,7 @@ int vx_pd_client_call(const char *const *addrs, size_t n, const char *secret, ui
             long long rest = deadline - mono_ms();
             if (rest <= 0) break;
             usleep((useconds_t)(backoff_ms < rest ? backoff_ms : rest) * 1000);
-            if (backoff_ms < 500) backoff_ms *= 2;
+            if (backoff_ms < 200) backoff_ms *= 2;
         }
     }
     free(buf);

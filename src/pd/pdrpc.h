@@ -28,6 +28,7 @@ enum vx_pd_method {
     VX_PD_REMOVE_WORKER = 9,     /* WorkerRequest -> Empty (refused while it holds replicas) */
     VX_PD_CLUSTER_STATUS = 10,   /* Empty -> ClusterStatus */
     VX_PD_GET_COLLECTION = 11,   /* NameRequest -> CollectionResponse */
+    VX_PD_PAYLOAD_INDEX = 12,    /* PayloadIndexRequest -> Empty (declare or drop) */
 };
 
 #define VX_PD_NOT_LEADER (-2000)

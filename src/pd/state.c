@@ -347,6 +347,45 @@ static int apply_delete(Vxpd__State *s, const Vxpd__CmdDeleteCollection *c, vx_p
     return 0;
 }
 
+static bool valid_schema(const char *t)
+{
+    return !strcmp(t, "keyword") || !strcmp(t, "integer") || !strcmp(t, "float") || !strcmp(t, "bool");
+}
+
+static int apply_payload_index(Vxpd__State *s, const Vxpd__CmdPayloadIndex *c, vx_pd_result *res)
+{
+    Vxpd__Collection *col = c ? find_coll(s, c->collection, NULL) : NULL;
+    if (col == NULL) REFUSE(res, VX_ENOTFOUND, "no collection %s", c ? c->collection : "");
+    if (c->field[0] == '\0' || strlen(c->field) > 119)
+        REFUSE(res, VX_EINVAL, "a payload index field is 1 to 119 bytes");
+    size_t pos = col->n_payload_indexes;
+    for (size_t i = 0; i < col->n_payload_indexes; i++)
+        if (!strcmp(col->payload_indexes[i]->field, c->field)) pos = i;
+    if (c->drop) {
+        if (pos == col->n_payload_indexes) return 0; /* not there: nothing to do */
+        vxpd__payload_index__free_unpacked(col->payload_indexes[pos], NULL);
+        erase((void **)col->payload_indexes, &col->n_payload_indexes, pos);
+        bump(s, NULL);
+        return 0;
+    }
+    if (!valid_schema(c->schema)) REFUSE(res, VX_EINVAL, "unknown payload index type %s", c->schema);
+    if (pos < col->n_payload_indexes) {
+        if (!strcmp(col->payload_indexes[pos]->schema, c->schema)) return 0;
+        if (!str_set(&col->payload_indexes[pos]->schema, c->schema)) return VX_ENOMEM;
+    } else {
+        Vxpd__PayloadIndex *pi = malloc(sizeof *pi);
+        if (pi == NULL) return VX_ENOMEM;
+        vxpd__payload_index__init(pi);
+        if (!str_set(&pi->field, c->field) || !str_set(&pi->schema, c->schema) ||
+            !push((void ***)&col->payload_indexes, &col->n_payload_indexes, pi)) {
+            vxpd__payload_index__free_unpacked(pi, NULL);
+            return VX_ENOMEM;
+        }
+    }
+    bump(s, NULL);
+    return 0;
+}
+
 static unsigned voters(const Vxpd__Shard *sh)
 {
     unsigned n = 0;
@@ -466,6 +505,9 @@ int vx_pd_state_apply(vx_pd_state *st, const uint8_t *buf, size_t len, vx_pd_res
         break;
     case VXPD__COMMAND__CMD_REPLICA_STEP:
         rc = apply_step(st->s, cmd->replica_step, res);
+        break;
+    case VXPD__COMMAND__CMD_PAYLOAD_INDEX:
+        rc = apply_payload_index(st->s, cmd->payload_index, res);
         break;
     default:
         rc = VX_EFORMAT;

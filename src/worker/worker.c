@@ -1084,7 +1084,6 @@ int vx_worker_main(int argc, char **argv)
         fprintf(stderr, "vectron worker: cannot keep an identity in %s\n", w->dir);
         return 1;
     }
-    if (register_worker(w) != 0) return 1;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     uv_loop_init(&w->loop);
@@ -1105,6 +1104,8 @@ int vx_worker_main(int argc, char **argv)
         fprintf(stderr, "vectron worker: RPC on %s: %s\n", w->rpc_addr, rerr);
         return 1;
     }
+    /* listening first: a worker that cannot take its ports never registers */
+    if (register_worker(w) != 0) return 1;
     uv_async_init(&w->loop, &w->wake, wake_cb);
     w->wake.data = w;
     uv_timer_init(&w->loop, &w->tick);

@@ -12,7 +12,9 @@
  *      the replicas' digests are equal.
  *   3. a new worker joins under write load: the balancer moves replicas onto
  *      it (learner, catch-up, promotion, source removed); the PD never lists
- *      fewer voters than the replication factor for any shard; 0 points lost.
+ *      fewer voters than the replication factor for any shard; then it is
+ *      drained (removal refused while it holds replicas; they move off) and
+ *      removed; 0 points lost.
  *
  * The writer is the data path a gateway will use: points grouped by shard
  * (FNV-1a of the id % shard count), one batch per shard to its leader,
@@ -123,7 +125,9 @@ static void cluster_start(cluster *c, int nworkers)
     memset(c, 0, sizeof *c);
     snprintf(c->root, sizeof c->root, "/tmp/vx-pdcluster-XXXXXX");
     assert_non_null(mkdtemp(c->root));
-    c->base = 23000 + (int)(g_seed % 300) * 40;
+    /* below Linux's ephemeral range (32768-60999): no port taken by an
+     * outgoing connection */
+    c->base = 20000 + (int)(g_seed % 300) * 40;
     char *p = c->peers, *l = c->pd_list;
     for (int i = 0; i < NPD; i++) {
         snprintf(c->pd_rpc[i], sizeof c->pd_rpc[i], "127.0.0.1:%d", c->base + 10 + i);
@@ -699,6 +703,43 @@ static void test_new_worker_balances(void **unused)
            now_s() - t0, minv);
     assert_true(moved);
     assert_true(minv >= RF);
+    /* drain it again: refused removal first, then its replicas move off */
+    char want[32];
+    snprintf(want, sizeof want, "127.0.0.1:%d", c.base + 33);
+    Vxpd__Topology *t = topology(&c);
+    uint64_t nid = 0;
+    for (size_t q = 0; q < t->n_workers; q++)
+        if (!strcmp(t->workers[q]->rpc_address, want)) nid = t->workers[q]->id;
+    vxpd__topology__free_unpacked(t, NULL);
+    assert_true(nid != 0);
+    Vxpd__WorkerRequest wr = VXPD__WORKER_REQUEST__INIT;
+    wr.worker_id = nid;
+    int rc;
+    ProtobufCMessage *m = pd_call(&c, VX_PD_REMOVE_WORKER, &wr.base, &vxpd__empty__descriptor, 10000, &rc);
+    assert_int_equal(rc, VX_ESTATE); /* it holds replicas */
+    m = pd_call(&c, VX_PD_DRAIN_WORKER, &wr.base, &vxpd__empty__descriptor, 10000, NULL);
+    protobuf_c_message_free_unpacked(m, NULL);
+    double d0 = now_s();
+    for (;;) {
+        t = topology(&c);
+        int held = 0, mv = min_healthy_voters(t);
+        for (size_t j = 0; j < t->collections[0]->n_shards; j++)
+            for (size_t k = 0; k < t->collections[0]->shards[j]->n_replicas; k++)
+                held += t->collections[0]->shards[j]->replicas[k]->worker == nid;
+        vxpd__topology__free_unpacked(t, NULL);
+        /* a DRAINING worker's replicas still count until they are moved */
+        if (mv < minv) minv = mv;
+        if (held == 0) break;
+        if (now_s() - d0 > 60) fail_msg("worker %" PRIu64 " still holds %d replicas 60 s into its drain", nid, held);
+        usleep(100000);
+    }
+    m = pd_call(&c, VX_PD_REMOVE_WORKER, &wr.base, &vxpd__empty__descriptor, 10000, NULL);
+    protobuf_c_message_free_unpacked(m, NULL);
+    t = topology(&c);
+    for (size_t q = 0; q < t->n_workers; q++)
+        if (t->workers[q]->id == nid) assert_int_equal(t->workers[q]->state, VX_PD_REMOVED);
+    vxpd__topology__free_unpacked(t, NULL);
+    printf("worker %" PRIu64 " drained in %.1f s and removed\n", nid, now_s() - d0);
     wait_acked(&w, acked_now(&w) + 300, 10);
     writer_stop(&w);
     printf("writes: %zu acknowledged, longest gap %.2f s, %u failed batches (%s)\n", w.nacked, w.max_gap,

@@ -263,6 +263,50 @@ static void test_move_steps(void **unused)
     vx_pd_state_free(st);
 }
 
+static int pindex(vx_pd_state *st, const char *coll, const char *field, const char *schema, bool drop)
+{
+    Vxpd__CmdPayloadIndex pi = VXPD__CMD_PAYLOAD_INDEX__INIT;
+    pi.collection = (char *)coll;
+    pi.field = (char *)field;
+    pi.schema = (char *)schema;
+    pi.drop = drop;
+    Vxpd__Command cmd = VXPD__COMMAND__INIT;
+    cmd.cmd_case = VXPD__COMMAND__CMD_PAYLOAD_INDEX;
+    cmd.payload_index = &pi;
+    vx_pd_result res;
+    assert_int_equal(apply_cmd(st, &cmd, &res), 0);
+    return res.status;
+}
+
+static void test_payload_indexes(void **unused)
+{
+    (void)unused;
+    vx_pd_state *st = vx_pd_state_new();
+    uint64_t a = reg(st, "a", "z1", NULL);
+    uint64_t pl[1] = {a};
+    assert_int_equal(create(st, "c", 1, 1, pl, 1), 0);
+    uint64_t e = vx_pd_state_get(st)->epoch;
+    assert_int_equal(pindex(st, "c", "tag", "keyword", false), 0);
+    assert_int_equal(pindex(st, "c", "n", "integer", false), 0);
+    assert_int_equal(vx_pd_state_get(st)->epoch, e + 2);
+    assert_int_equal(pindex(st, "c", "tag", "keyword", false), 0); /* again: no change */
+    assert_int_equal(vx_pd_state_get(st)->epoch, e + 2);
+    assert_int_equal(pindex(st, "c", "tag", "float", false), 0); /* a new type replaces it */
+    const Vxpd__Collection *c = vx_pd_state_collection(st, "c");
+    assert_int_equal(c->n_payload_indexes, 2);
+    assert_string_equal(c->payload_indexes[0]->field, "tag");
+    assert_string_equal(c->payload_indexes[0]->schema, "float");
+    assert_int_equal(pindex(st, "c", "x", "geo", false), VX_EINVAL);
+    assert_int_equal(pindex(st, "c", "", "keyword", false), VX_EINVAL);
+    assert_int_equal(pindex(st, "nope", "x", "keyword", false), VX_ENOTFOUND);
+    assert_int_equal(pindex(st, "c", "tag", "", true), 0);
+    assert_int_equal(pindex(st, "c", "tag", "", true), 0); /* dropping twice is fine */
+    c = vx_pd_state_collection(st, "c");
+    assert_int_equal(c->n_payload_indexes, 1);
+    assert_string_equal(c->payload_indexes[0]->field, "n");
+    vx_pd_state_free(st);
+}
+
 static void test_unknown_and_garbage(void **unused)
 {
     (void)unused;
@@ -402,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_register),      cmocka_unit_test(test_set_state_cas),
         cmocka_unit_test(test_create_delete), cmocka_unit_test(test_move_steps),
         cmocka_unit_test(test_unknown_and_garbage), cmocka_unit_test(test_random_replicas),
+        cmocka_unit_test(test_payload_indexes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
