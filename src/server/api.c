@@ -38,7 +38,7 @@
 #define API_ERR_LEN 512
 
 struct vx_api {
-    vx_runtime *rt;
+    vx_backend be;
     vx_api_limits lim;
     struct vx_metrics *metrics;
 };
@@ -54,11 +54,11 @@ void vx_api_limits_default(vx_api_limits *l)
     l->write_timeout_ms = 60000;
 }
 
-int vx_api_new(vx_runtime *rt, const vx_api_limits *lim, struct vx_metrics *metrics, vx_api **out)
+int vx_api_new(const vx_backend *be, const vx_api_limits *lim, struct vx_metrics *metrics, vx_api **out)
 {
     vx_api *a = calloc(1, sizeof(*a));
     if (a == NULL) return VX_ENOMEM;
-    a->rt = rt;
+    a->be = *be;
     a->lim = *lim;
     a->metrics = metrics;
     *out = a;
@@ -66,6 +66,38 @@ int vx_api_new(vx_runtime *rt, const vx_api_limits *lim, struct vx_metrics *metr
 }
 
 void vx_api_free(vx_api *api) { free(api); }
+
+/* ---- an open collection of the backend (backend.h) ------------------------------------ */
+
+typedef struct acol {
+    const vx_backend *be;
+    vx_bcol *h;
+} acol;
+
+static acol *col_open(vx_api *api, const char *name)
+{
+    vx_bcol *h = api->be.open(api->be.self, name);
+    if (h == NULL) return NULL;
+    acol *a = malloc(sizeof *a);
+    if (a == NULL) {
+        api->be.close(h);
+        return NULL;
+    }
+    a->be = &api->be;
+    a->h = h;
+    return a;
+}
+
+static void col_put(acol *a)
+{
+    if (a == NULL) return;
+    a->be->close(a->h);
+    free(a);
+}
+
+static const vx_collection_config *col_config(const acol *a) { return a->be->config(a->h); }
+static uint32_t col_shards(const acol *a) { return a->be->nshards(a->h); }
+static uint32_t col_route(const acol *a, const vx_point_id *id) { return a->be->route(a->h, id); }
 const vx_api_limits *vx_api_get_limits(const vx_api *api) { return &api->lim; }
 
 /* ---- the request context and responses ---------------------------------------------- */
@@ -409,11 +441,42 @@ static int parse_filter(ctx *c, const cJSON *j, vx_filter_expr **out)
     return 0;
 }
 
+/* A filter for the backend: compiled (validated here) and as JSON text (what a
+ * remote shard compiles again).  NULL when the request has none. */
+static int parse_bfilter(ctx *c, const cJSON *j, vx_bfilter **out)
+{
+    *out = NULL;
+    vx_filter_expr *expr;
+    if (parse_filter(c, j, &expr) != 0) return -1;
+    if (expr == NULL) return 0;
+    vx_json_exact_raw((cJSON *)j); /* ids keep their exact u64 digits */
+    char *text = cJSON_PrintUnformatted(j);
+    vx_bfilter *f = malloc(sizeof *f);
+    if (text == NULL || f == NULL) {
+        free(text);
+        free(f);
+        vx_filter_free(expr);
+        return fail_rc(c, VX_ENOMEM, "filter");
+    }
+    f->expr = expr;
+    f->json = text;
+    *out = f;
+    return 0;
+}
+
+static void bfilter_free(vx_bfilter *f)
+{
+    if (f == NULL) return;
+    vx_filter_free((vx_filter_expr *)f->expr);
+    free((char *)f->json);
+    free(f);
+}
+
 /* ---- collections ------------------------------------------------------------------------- */
 
-static vx_collection *get_collection(ctx *c, const char *name)
+static acol *get_collection(ctx *c, const char *name)
 {
-    vx_collection *col = vx_rt_collection_get(c->api->rt, name);
+    acol *col = col_open(c->api, name);
     if (col == NULL) fail(c, 404, "Not found: Collection `%s` doesn't exist!", name);
     return col;
 }
@@ -427,7 +490,7 @@ static int h_list_collections(ctx *c)
 {
     char **names;
     size_t n;
-    if (vx_rt_list_collections(c->api->rt, &names, &n) != 0) return fail_rc(c, VX_ENOMEM, "list");
+    if (c->api->be.list(c->api->be.self, &names, &n) != 0) return fail_rc(c, VX_ENOMEM, "list");
     jbuf b;
     ok_begin(&b);
     jb_lit(&b, "{\"collections\":[");
@@ -445,8 +508,8 @@ static int h_list_collections(ctx *c)
 
 static int h_exists(ctx *c, const char *name)
 {
-    vx_collection *col = vx_rt_collection_get(c->api->rt, name);
-    vx_rt_collection_put(col);
+    acol *col = col_open(c->api, name);
+    col_put(col);
     return ok_raw(c, col ? "{\"exists\":true}" : "{\"exists\":false}");
 }
 
@@ -462,7 +525,9 @@ static int h_create_collection(ctx *c, const char *name)
     if (cfg.dim > c->api->lim.max_dim)
         return fail(c, 400, "Wrong input: vectors.size %u is above the limit %u", cfg.dim,
                     c->api->lim.max_dim);
-    int rc = vx_rt_create_collection(c->api->rt, name, &cfg, err);
+    char *text = c->body ? cJSON_PrintUnformatted(c->body) : NULL;
+    int rc = c->api->be.create(c->api->be.self, name, &cfg, text ? text : "{}", err);
+    free(text);
     if (rc != 0) return fail_rc(c, rc, err);
     return ok_raw(c, "true");
 }
@@ -470,14 +535,14 @@ static int h_create_collection(ctx *c, const char *name)
 static int h_update_collection(ctx *c, const char *name)
 {
     if (need_body(c, false) != 0) return -1;
-    vx_collection *col = get_collection(c, name);
+    acol *col = get_collection(c, name);
     if (col == NULL) return -1;
-    vx_collection_config cfg = *vx_collection_get_config(col);
-    vx_rt_collection_put(col);
+    vx_collection_config cfg = *col_config(col);
+    col_put(col);
     char err[VX_RT_ERRMSG_LEN];
     if (c->body && vx_collection_config_patch(&cfg, c->body, err) != 0)
         return fail(c, 400, "Wrong input: %s", err);
-    int rc = vx_rt_update_collection(c->api->rt, name, &cfg, err);
+    int rc = c->api->be.update(c->api->be.self, name, &cfg, err);
     if (rc != 0) return fail_rc(c, rc, rc == VX_ENOTFOUND ? "Collection doesn't exist!" : err);
     return ok_raw(c, "true");
 }
@@ -485,7 +550,7 @@ static int h_update_collection(ctx *c, const char *name)
 static int h_delete_collection(ctx *c, const char *name)
 {
     char err[VX_RT_ERRMSG_LEN];
-    int rc = vx_rt_delete_collection(c->api->rt, name, err);
+    int rc = c->api->be.drop(c->api->be.self, name, err);
     if (rc == VX_ENOTFOUND) return ok_raw(c, "false");
     if (rc != 0) return fail_rc(c, rc, err);
     return ok_raw(c, "true");
@@ -493,41 +558,40 @@ static int h_delete_collection(ctx *c, const char *name)
 
 static int h_get_collection(ctx *c, const char *name)
 {
-    vx_collection *col = get_collection(c, name);
+    acol *col = get_collection(c, name);
     if (col == NULL) return -1;
-    const vx_collection_config *cfg = vx_collection_get_config(col);
+    const vx_collection_config *cfg = col_config(col);
     uint64_t points = 0, indexed = 0, backlog = 0;
     /* payload indexes: the same declarations on every shard; points summed */
     vx_shard_pindex_info *pi = NULL;
     size_t npi = 0;
-    for (uint32_t i = 0; i < vx_collection_shards(col); i++) {
-        vx_shard *sh = vx_collection_shard_acquire(col, i);
-        points += vx_shard_count(sh);
-        backlog += vx_shard_backlog(sh);
-        vx_index_stats st;
-        vx_index_get_stats(vx_shard_index(sh), &st);
-        indexed += st.live;
-        vx_shard_pindex_info *v;
-        size_t n;
-        if (vx_shard_payload_indexes(sh, &v, &n) == 0) {
-            if (pi == NULL) {
-                pi = v;
-                npi = n;
-            } else {
-                for (size_t a = 0; a < npi; a++)
-                    for (size_t k = 0; k < n; k++)
-                        if (strcmp(pi[a].field, v[k].field) == 0) pi[a].points += v[k].points;
-                free(v);
-            }
+    for (uint32_t i = 0; i < col_shards(col); i++) {
+        vx_bshard_stats st;
+        int src = col->be->stats(col->h, i, &st);
+        if (src != 0) {
+            free(pi);
+            col_put(col);
+            return fail_rc(c, src, "collection info");
         }
-        vx_collection_shard_release(col, i);
+        points += st.points;
+        backlog += st.backlog;
+        indexed += st.indexed;
+        if (pi == NULL) {
+            pi = st.pindex;
+            npi = st.npindex;
+        } else {
+            for (size_t a = 0; a < npi; a++)
+                for (size_t k = 0; k < st.npindex; k++)
+                    if (strcmp(pi[a].field, st.pindex[k].field) == 0) pi[a].points += st.pindex[k].points;
+            free(st.pindex);
+        }
     }
     jbuf b;
     ok_begin(&b);
     jb_printf(&b, "{\"status\":\"%s\",\"optimizer_status\":\"ok\"", backlog ? "yellow" : "green");
     jb_printf(&b, ",\"vectors_count\":%" PRIu64 ",\"indexed_vectors_count\":%" PRIu64
                   ",\"points_count\":%" PRIu64 ",\"segments_count\":%u",
-              points, indexed, points, vx_collection_shards(col));
+              points, indexed, points, col_shards(col));
     jb_printf(&b, ",\"config\":{\"params\":{\"vectors\":{\"size\":%u,\"distance\":\"%s\"}", cfg->dim,
               distance_name(cfg->metric));
     jb_printf(&b, ",\"shard_number\":%u,\"replication_factor\":%u,\"write_consistency_factor\":%u"
@@ -561,7 +625,7 @@ static int h_get_collection(ctx *c, const char *name)
     }
     jb_lit(&b, "}}");
     free(pi);
-    vx_rt_collection_put(col);
+    col_put(col);
     return ok_end(c, &b);
 }
 
@@ -569,16 +633,16 @@ static int h_get_collection(ctx *c, const char *name)
 
 /* One command per shard, built from the request, proposed shard by shard. */
 typedef struct batch {
-    vx_collection *col;
+    acol *col;
     uint32_t n;
     vx_cmd_buf cmd[VX_RT_MAX_SHARDS];
     bool used[VX_RT_MAX_SHARDS];
 } batch;
 
-static void batch_begin(batch *b, vx_collection *col, vx_cmd_type type, bool all_shards)
+static void batch_begin(batch *b, acol *col, vx_cmd_type type, bool all_shards)
 {
     b->col = col;
-    b->n = vx_collection_shards(col);
+    b->n = col_shards(col);
     for (uint32_t i = 0; i < b->n; i++) {
         vx_cmd_begin(&b->cmd[i], type);
         b->used[i] = all_shards;
@@ -615,7 +679,8 @@ static int batch_commit(ctx *c, batch *b, uint32_t *applied_status)
             continue;
         }
         int status = 0;
-        rc = vx_collection_propose(b->col, i, data, len, c->api->lim.write_timeout_ms, &status);
+        char perr[VX_BACKEND_ERRMSG_LEN] = "";
+        rc = b->col->be->propose(b->col->h, i, data, len, c->api->lim.write_timeout_ms, &status, perr);
         if (rc != 0) {
             if (first_rc == 0) first_rc = rc;
             flen += (size_t)snprintf(failed + flen, sizeof failed - flen, "%s%u", flen ? "," : "", i);
@@ -681,7 +746,7 @@ typedef struct point_in {
 
 static int add_points(ctx *c, batch *b, const point_in *pts, size_t n, float *vec, uint32_t dim)
 {
-    bool cosine = vx_collection_get_config(b->col)->metric == VX_METRIC_COSINE;
+    bool cosine = col_config(b->col)->metric == VX_METRIC_COSINE;
     for (size_t i = 0; i < n; i++) {
         if (parse_vector(c, pts[i].vector, dim, vec, "vector") != 0) return -1;
         if (cosine) normalize(vec, dim);
@@ -693,7 +758,7 @@ static int add_points(ctx *c, batch *b, const point_in *pts, size_t n, float *ve
             pl = cJSON_PrintUnformatted(pts[i].payload);
             if (pl == NULL) return fail_rc(c, VX_ENOMEM, "payload");
         }
-        uint32_t s = vx_collection_route(b->col, &pts[i].id);
+        uint32_t s = col_route(b->col, &pts[i].id);
         b->used[s] = true;
         vx_cmd_add_point(&b->cmd[s], &pts[i].id, vec, dim, pl ? pl : "{}",
                          pl ? (uint32_t)strlen(pl) : 2);
@@ -770,9 +835,9 @@ static int collect_points(ctx *c, bool any_string, point_in **out, size_t *n)
 }
 
 /* The common body shape, parsed without cJSON (server/fastjson.h). */
-static int upsert_fast(ctx *c, vx_collection *col, vx_fast_points *fp)
+static int upsert_fast(ctx *c, acol *col, vx_fast_points *fp)
 {
-    const vx_collection_config *cfg = vx_collection_get_config(col);
+    const vx_collection_config *cfg = col_config(col);
     uint32_t dim = cfg->dim;
     for (size_t i = 0; i < fp->n; i++)
         if (fp->p[i].dim != dim)
@@ -784,7 +849,7 @@ static int upsert_fast(ctx *c, vx_collection *col, vx_fast_points *fp)
         const vx_fast_point *pt = &fp->p[i];
         float *vec = fp->vec + pt->vec_off;
         if (cfg->metric == VX_METRIC_COSINE) normalize(vec, dim);
-        uint32_t sh = vx_collection_route(col, &pt->id);
+        uint32_t sh = col_route(col, &pt->id);
         b.used[sh] = true;
         vx_cmd_add_point(&b.cmd[sh], &pt->id, vec, dim, pt->payload ? pt->payload : "{}",
                          pt->payload ? (uint32_t)pt->payload_len : 2);
@@ -797,22 +862,22 @@ static int upsert(ctx *c, const char *name, bool v1)
     vx_fast_points fp;
     if (vx_fast_parse_points(c->req->body, c->req->body_len, c->api->lim.max_batch,
                              c->api->lim.max_json_depth, &fp) == 0) {
-        vx_collection *col = get_collection(c, name);
+        acol *col = get_collection(c, name);
         int rc = col ? upsert_fast(c, col, &fp) : -1;
         size_t n = fp.n;
         vx_fast_points_free(&fp);
-        vx_rt_collection_put(col);
+        col_put(col);
         if (rc != 0) return -1;
         return upserted(c, n, v1);
     }
     if (need_body(c, true) != 0) return -1;
-    vx_collection *col = get_collection(c, name);
+    acol *col = get_collection(c, name);
     if (col == NULL) return -1;
     point_in *pts;
     size_t n;
     int rc = collect_points(c, v1, &pts, &n);
     if (rc == 0 && n == 0) rc = fail(c, 400, "Wrong input: no points given");
-    uint32_t dim = vx_collection_get_config(col)->dim;
+    uint32_t dim = col_config(col)->dim;
     float *vec = rc == 0 ? malloc((size_t)dim * sizeof(float)) : NULL;
     if (rc == 0 && vec == NULL) rc = fail_rc(c, VX_ENOMEM, "vector");
     batch b;
@@ -824,7 +889,7 @@ static int upsert(ctx *c, const char *name, bool v1)
     }
     free(vec);
     free(pts);
-    vx_rt_collection_put(col);
+    col_put(col);
     if (rc != 0) return -1;
     return upserted(c, n, v1);
 }
@@ -860,19 +925,19 @@ static int collect_ids(ctx *c, const cJSON *arr, vx_point_id **ids, size_t *n)
 static int targeted_write(ctx *c, const char *name, vx_cmd_type type, const char *json,
                           const char *const *keys, uint32_t nkeys)
 {
-    vx_collection *col = get_collection(c, name);
+    acol *col = get_collection(c, name);
     if (col == NULL) return -1;
     const cJSON *points = field(c, "points"), *flt = field(c, "filter");
     int rc = 0;
     if (present(points) == present(flt)) {
-        vx_rt_collection_put(col);
+        col_put(col);
         return fail(c, 400, "Wrong input: give either \"points\" (ids) or \"filter\"");
     }
     char *ftext = NULL;
     if (present(flt)) { /* validate here: a bad filter is a 400, not a no-op entry */
         vx_filter_expr *f;
         if (parse_filter(c, flt, &f) != 0) {
-            vx_rt_collection_put(col);
+            col_put(col);
             return -1;
         }
         vx_filter_free(f);
@@ -882,7 +947,7 @@ static int targeted_write(ctx *c, const char *name, vx_cmd_type type, const char
     vx_point_id *ids = NULL;
     size_t n = 0;
     if (present(points) && collect_ids(c, points, &ids, &n) != 0) {
-        vx_rt_collection_put(col);
+        col_put(col);
         return -1;
     }
     batch b;
@@ -896,7 +961,7 @@ static int targeted_write(ctx *c, const char *name, vx_cmd_type type, const char
             vx_cmd_set_target_filter(&b.cmd[s], ftext, (uint32_t)strlen(ftext));
     }
     for (size_t i = 0; i < n; i++) {
-        uint32_t s = vx_collection_route(col, &ids[i]);
+        uint32_t s = col_route(col, &ids[i]);
         b.used[s] = true;
         vx_cmd_add_id(&b.cmd[s], &ids[i]);
     }
@@ -912,7 +977,7 @@ static int targeted_write(ctx *c, const char *name, vx_cmd_type type, const char
     rc = batch_commit(c, &b, NULL);
     free(ids);
     free(ftext);
-    vx_rt_collection_put(col);
+    col_put(col);
     return rc != 0 ? -1 : ok_update(c);
 }
 
@@ -963,7 +1028,7 @@ static int h_clear_payload(ctx *c, const char *name)
 static int index_command(ctx *c, const char *name, vx_cmd_type type, const char *field,
                          const char *schema)
 {
-    vx_collection *col = get_collection(c, name);
+    acol *col = get_collection(c, name);
     if (col == NULL) return -1;
     cJSON *cmd = cJSON_CreateObject();
     cJSON_AddStringToObject(cmd, "field_name", field);
@@ -975,7 +1040,7 @@ static int index_command(ctx *c, const char *name, vx_cmd_type type, const char 
     for (uint32_t s = 0; s < b.n; s++) vx_cmd_set_json(&b.cmd[s], json, (uint32_t)strlen(json));
     int rc = batch_commit(c, &b, NULL);
     free(json);
-    vx_rt_collection_put(col);
+    col_put(col);
     return rc != 0 ? -1 : ok_update(c);
 }
 
@@ -1006,22 +1071,20 @@ static int h_delete_index(ctx *c, const char *name, const char *fieldname)
 /* ---- reads of points --------------------------------------------------------------------- */
 
 /* Write a Record: {id, payload?, vector?} (and ScoredPoint fields around it). */
-static int write_point(jbuf *b, vx_collection *col, const vx_point_id *id, const selector *ps,
+static int write_point(jbuf *b, acol *col, const vx_point_id *id, const selector *ps,
                        bool with_vector, bool known, bool *found)
 {
     if (ps->mode == 0 && !with_vector && known) { /* a search hit: nothing to read */
         *found = true;
         return 0;
     }
-    uint32_t s = vx_collection_route(col, id);
-    uint32_t dim = vx_collection_get_config(col)->dim;
+    uint32_t s = col_route(col, id);
+    uint32_t dim = col_config(col)->dim;
     float *vec = with_vector ? malloc((size_t)dim * sizeof(float)) : NULL;
     if (with_vector && vec == NULL) return VX_ENOMEM;
     char *payload = NULL;
     uint64_t version = 0;
-    vx_shard *sh = vx_collection_shard_acquire(col, s);
-    int rc = vx_shard_get(sh, id, vec, &payload, &version);
-    vx_collection_shard_release(col, s);
+    int rc = col->be->get(col->h, s, id, vec, &payload, &version);
     *found = rc == 0;
     if (rc == 0) {
         if (ps->mode != 0) {
@@ -1043,7 +1106,7 @@ static int h_get_point(ctx *c, const char *name, const char *idtext)
     vx_point_id id;
     if (parse_path_id(idtext, &id) != 0)
         return fail(c, 400, "Wrong input: %.80s is not a valid point ID", idtext);
-    vx_collection *col = get_collection(c, name);
+    acol *col = get_collection(c, name);
     if (col == NULL) return -1;
     jbuf b;
     ok_begin(&b);
@@ -1052,7 +1115,7 @@ static int h_get_point(ctx *c, const char *name, const char *idtext)
     selector all = {1, NULL};
     bool found;
     int rc = write_point(&b, col, &id, &all, true, false, &found);
-    vx_rt_collection_put(col);
+    col_put(col);
     if (rc != 0 || !found) {
         jb_free(&b);
         if (rc != 0) return fail_rc(c, rc, "reading the point");
@@ -1074,7 +1137,7 @@ static int h_retrieve(ctx *c, const char *name)
         free(ids);
         return -1;
     }
-    vx_collection *col = get_collection(c, name);
+    acol *col = get_collection(c, name);
     if (col == NULL) {
         free(ids);
         return -1;
@@ -1101,7 +1164,7 @@ static int h_retrieve(ctx *c, const char *name)
     }
     jb_ch(&b, ']');
     free(ids);
-    vx_rt_collection_put(col);
+    col_put(col);
     if (rc != 0) {
         jb_free(&b);
         return fail_rc(c, rc, "reading points");
@@ -1115,15 +1178,6 @@ typedef struct scroll_acc {
     vx_point_id *ids;
     size_t n, cap;
 } scroll_acc;
-
-static int scroll_cb(void *ctx_, const vx_point_id *id, const vx_record *rec)
-{
-    scroll_acc *a = ctx_;
-    (void)rec;
-    if (a->n == a->cap) return 1;
-    a->ids[a->n++] = *id;
-    return 0;
-}
 
 static int id_cmp(const void *x, const void *y)
 {
@@ -1154,27 +1208,25 @@ static int h_scroll(ctx *c, const char *name)
     selector ps;
     if (parse_selector(c, field(c, "with_payload"), true, &ps, "with_payload") != 0) return -1;
     bool wv = cJSON_IsTrue(field(c, "with_vector"));
-    vx_filter_expr *flt;
-    if (parse_filter(c, field(c, "filter"), &flt) != 0) return -1;
-    vx_collection *col = get_collection(c, name);
+    vx_bfilter *flt;
+    if (parse_bfilter(c, field(c, "filter"), &flt) != 0) return -1;
+    acol *col = get_collection(c, name);
     if (col == NULL) {
-        vx_filter_free(flt);
+        bfilter_free(flt);
         return -1;
     }
-    uint32_t ns = vx_collection_shards(col);
+    uint32_t ns = col_shards(col);
     scroll_acc all = {malloc((limit + 1) * ns * sizeof(vx_point_id) + sizeof(vx_point_id)), 0, 0};
     int rc = all.ids ? 0 : VX_ENOMEM;
     for (uint32_t s = 0; s < ns && rc == 0; s++) {
-        scroll_acc a = {all.ids + all.n, 0, limit + 1};
-        vx_shard *sh = vx_collection_shard_acquire(col, s);
-        rc = vx_shard_scan(sh, startp, flt, scroll_cb, &a);
-        vx_collection_shard_release(col, s);
-        all.n += a.n;
+        size_t got = 0;
+        rc = col->be->scan_ids(col->h, s, startp, flt, limit + 1, all.ids + all.n, &got);
+        all.n += got;
     }
-    vx_filter_free(flt);
+    bfilter_free(flt);
     if (rc != 0) {
         free(all.ids);
-        vx_rt_collection_put(col);
+        col_put(col);
         return fail_rc(c, rc, "scrolling");
     }
     qsort(all.ids, all.n, sizeof(vx_point_id), id_cmp);
@@ -1202,7 +1254,7 @@ static int h_scroll(ctx *c, const char *name)
     else jb_lit(&b, "null");
     jb_ch(&b, '}');
     free(all.ids);
-    vx_rt_collection_put(col);
+    col_put(col);
     if (rc != 0) {
         jb_free(&b);
         return fail_rc(c, rc, "scrolling");
@@ -1210,34 +1262,25 @@ static int h_scroll(ctx *c, const char *name)
     return ok_end(c, &b);
 }
 
-static int count_cb(void *ctx_, const vx_point_id *id, const vx_record *rec)
-{
-    (void)id;
-    (void)rec;
-    (*(uint64_t *)ctx_)++;
-    return 0;
-}
-
 static int h_count(ctx *c, const char *name)
 {
     if (need_body(c, false) != 0) return -1;
-    vx_filter_expr *flt;
-    if (parse_filter(c, field(c, "filter"), &flt) != 0) return -1;
-    vx_collection *col = get_collection(c, name);
+    vx_bfilter *flt;
+    if (parse_bfilter(c, field(c, "filter"), &flt) != 0) return -1;
+    acol *col = get_collection(c, name);
     if (col == NULL) {
-        vx_filter_free(flt);
+        bfilter_free(flt);
         return -1;
     }
     uint64_t total = 0;
     int rc = 0;
-    for (uint32_t s = 0; s < vx_collection_shards(col) && rc == 0; s++) {
-        vx_shard *sh = vx_collection_shard_acquire(col, s);
-        if (flt == NULL) total += vx_shard_count(sh);
-        else rc = vx_shard_scan(sh, NULL, flt, count_cb, &total);
-        vx_collection_shard_release(col, s);
+    for (uint32_t s = 0; s < col_shards(col) && rc == 0; s++) {
+        uint64_t got = 0;
+        rc = col->be->count(col->h, s, flt, &got);
+        total += got;
     }
-    vx_filter_free(flt);
-    vx_rt_collection_put(col);
+    bfilter_free(flt);
+    col_put(col);
     if (rc != 0) return fail_rc(c, rc, "counting");
     jbuf b;
     ok_begin(&b);
@@ -1251,7 +1294,7 @@ typedef struct search_req {
     float *vector;
     uint32_t limit, offset;
     vx_search_params params;
-    vx_filter_expr *filter;
+    vx_bfilter *filter;
     bool has_threshold;
     float threshold;
     selector ps;
@@ -1295,7 +1338,7 @@ static int parse_limit(ctx *c, const cJSON *j, uint32_t dflt, uint32_t *out, con
     return 0;
 }
 
-static int parse_search_common(ctx *c, vx_collection *col, search_req *s)
+static int parse_search_common(ctx *c, acol *col, search_req *s)
 {
     if (parse_limit(c, field(c, "offset"), 0, &s->offset, "offset", true) != 0) return -1;
     const cJSON *params = field(c, "params");
@@ -1325,16 +1368,16 @@ static int parse_search_common(ctx *c, vx_collection *col, search_req *s)
     const char *qc = arg(c, "consistency");
     s->consistent = (cJSON_IsString(cons) && strcmp(cons->valuestring, "all") == 0) ||
                     (qc && (strcmp(qc, "all") == 0 || strcmp(qc, "majority") == 0));
-    if (parse_filter(c, field(c, "filter"), &s->filter) != 0) return -1;
+    if (parse_bfilter(c, field(c, "filter"), &s->filter) != 0) return -1;
     (void)col;
     return 0;
 }
 
 /* Run the search on every shard and merge; *out sorted best first. */
-static int run_search(ctx *c, vx_collection *col, search_req *s, scored **out, size_t *n)
+static int run_search(ctx *c, acol *col, search_req *s, scored **out, size_t *n)
 {
-    uint32_t ns = vx_collection_shards(col);
-    const vx_collection_config *cfg = vx_collection_get_config(col);
+    uint32_t ns = col_shards(col);
+    const vx_collection_config *cfg = col_config(col);
     uint32_t k = s->mmr ? (s->candidates > s->limit ? s->candidates : s->limit) : s->limit + s->offset;
     if (k == 0) {
         *out = NULL;
@@ -1351,11 +1394,9 @@ static int run_search(ctx *c, vx_collection *col, search_req *s, scored **out, s
     size_t m = 0;
     int rc = 0;
     for (uint32_t i = 0; i < ns && rc == 0; i++) {
-        if (s->consistent && (rc = vx_collection_barrier(col, i, 10000)) != 0) break;
+        if (s->consistent && (rc = col->be->barrier(col->h, i, 10000)) != 0) break;
         uint32_t got = 0;
-        vx_shard *sh = vx_collection_shard_acquire(col, i);
-        rc = vx_shard_search_filtered(sh, s->vector, k, &s->params, s->filter, hits, &got);
-        vx_collection_shard_release(col, i);
+        rc = col->be->search(col->h, i, s->vector, k, &s->params, s->filter, hits, &got);
         for (uint32_t j = 0; j < got; j++)
             all[m++] = (scored){hits[j], score_of(cfg->metric, hits[j].distance), NULL};
     }
@@ -1392,21 +1433,19 @@ static float cosine_sim(const float *a, const float *b, uint32_t dim)
 
 /* Maximal marginal relevance over the candidates: (1 - diversity) * relevance
  * - diversity * (max similarity to what is already chosen). */
-static int apply_mmr(ctx *c, vx_collection *col, search_req *s, scored *all, size_t *n)
+static int apply_mmr(ctx *c, acol *col, search_req *s, scored *all, size_t *n)
 {
-    uint32_t dim = vx_collection_get_config(col)->dim;
+    uint32_t dim = col_config(col)->dim;
     size_t m = *n;
     for (size_t i = 0; i < m; i++) {
         all[i].vec = malloc((size_t)dim * sizeof(float));
         if (all[i].vec == NULL) return fail_rc(c, VX_ENOMEM, "mmr");
-        uint32_t sh_i = vx_collection_route(col, &all[i].hit.id);
-        vx_shard *sh = vx_collection_shard_acquire(col, sh_i);
+        uint32_t sh_i = col_route(col, &all[i].hit.id);
         char *pl = NULL;
         uint64_t ver;
-        if (vx_shard_get(sh, &all[i].hit.id, all[i].vec, &pl, &ver) != 0)
+        if (col->be->get(col->h, sh_i, &all[i].hit.id, all[i].vec, &pl, &ver) != 0)
             memset(all[i].vec, 0, (size_t)dim * sizeof(float));
         free(pl);
-        vx_collection_shard_release(col, sh_i);
     }
     size_t want = s->limit < m ? s->limit : m;
     float *rel = malloc((m ? m : 1) * sizeof(float));
@@ -1448,7 +1487,7 @@ static int apply_mmr(ctx *c, vx_collection *col, search_req *s, scored *all, siz
     return 0;
 }
 
-static void write_scored(jbuf *b, vx_collection *col, search_req *s, scored *all, size_t m,
+static void write_scored(jbuf *b, acol *col, search_req *s, scored *all, size_t m,
                          size_t from, bool v1)
 {
     bool first = true;
@@ -1478,9 +1517,9 @@ static void write_scored(jbuf *b, vx_collection *col, search_req *s, scored *all
 static int search_common(ctx *c, const char *name, bool query, bool v1)
 {
     if (need_body(c, true) != 0) return -1;
-    vx_collection *col = get_collection(c, name);
+    acol *col = get_collection(c, name);
     if (col == NULL) return -1;
-    const vx_collection_config *cfg = vx_collection_get_config(col);
+    const vx_collection_config *cfg = col_config(col);
     search_req s;
     memset(&s, 0, sizeof s);
     s.vector = malloc((size_t)cfg->dim * sizeof(float));
@@ -1512,10 +1551,8 @@ static int search_common(ctx *c, const char *name, bool query, bool v1)
             if (parse_id(c, q, &qid, false) == 0) {
                 char *pl = NULL;
                 uint64_t ver;
-                uint32_t sh_i = vx_collection_route(col, &qid);
-                vx_shard *sh = vx_collection_shard_acquire(col, sh_i);
-                int g = vx_shard_get(sh, &qid, s.vector, &pl, &ver);
-                vx_collection_shard_release(col, sh_i);
+                uint32_t sh_i = col_route(col, &qid);
+                int g = col->be->get(col->h, sh_i, &qid, s.vector, &pl, &ver);
                 free(pl);
                 if (g != 0) rc = fail(c, 404, "Not found: no point with the query's id");
                 vec = NULL;
@@ -1569,8 +1606,8 @@ static int search_common(ctx *c, const char *name, bool query, bool v1)
     }
     free(all);
     free(s.vector);
-    vx_filter_free(s.filter);
-    vx_rt_collection_put(col);
+    bfilter_free(s.filter);
+    col_put(col);
     return rc;
 }
 
@@ -1601,7 +1638,7 @@ static void collection_metrics(ctx *c, jbuf *b)
 {
     char **names;
     size_t n;
-    if (vx_rt_list_collections(c->api->rt, &names, &n) != 0) return;
+    if (c->api->be.list(c->api->be.self, &names, &n) != 0) return;
     static const char *const help[][3] = {
         {"vectron_collection_points", "gauge", "points in the collection"},
         {"vectron_shard_index_queue", "gauge", "applied changes not yet in the shard's index"},
@@ -1612,12 +1649,13 @@ static void collection_metrics(ctx *c, jbuf *b)
     for (size_t k = 0; k < 5; k++) {
         jb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", help[k][0], help[k][2], help[k][0], help[k][1]);
         for (size_t i = 0; i < n; i++) {
-            vx_collection *col = vx_rt_collection_get(c->api->rt, names[i]);
+            acol *col = col_open(c->api, names[i]);
             if (col == NULL) continue;
             uint64_t total = 0;
-            for (uint32_t sidx = 0; sidx < vx_collection_shards(col); sidx++) {
-                vx_shard_stats st;
-                vx_collection_shard_stats(col, sidx, &st);
+            for (uint32_t sidx = 0; sidx < col_shards(col); sidx++) {
+                vx_bshard_stats st;
+                if (col->be->stats(col->h, sidx, &st) != 0) continue;
+                free(st.pindex);
                 total += st.points;
                 if (k == 0) continue;
                 jb_printf(b, "%s{collection=", help[k][0]);
@@ -1634,7 +1672,7 @@ static void collection_metrics(ctx *c, jbuf *b)
                 jb_cstr(b, names[i]);
                 jb_printf(b, "} %" PRIu64 "\n", total);
             }
-            vx_rt_collection_put(col);
+            col_put(col);
         }
     }
     for (size_t i = 0; i < n; i++) free(names[i]);
@@ -1681,7 +1719,7 @@ static int route(ctx *c, const char *m, char **s, size_t n)
         return ROUTE("health"), h_text(c, 200, "healthz check passed");
     if (n == 1 && is(m, "GET") && is(s[0], "readyz")) {
         ROUTE("health");
-        return vx_runtime_ready(c->api->rt) ? h_text(c, 200, "all shards are ready")
+        return c->api->be.ready(c->api->be.self) ? h_text(c, 200, "all shards are ready")
                                             : h_text(c, 503, "some shards are not ready");
     }
     if (n == 1 && is(m, "GET") && is(s[0], "metrics")) return ROUTE("metrics"), h_metrics(c);

@@ -12,6 +12,7 @@
 #ifndef VX_SERVER_API_H
 #define VX_SERVER_API_H
 
+#include "server/backend.h"
 #include "server/runtime.h"
 
 #include <stddef.h>
@@ -32,7 +33,7 @@ void vx_api_limits_default(vx_api_limits *l);
 typedef struct vx_api vx_api;
 struct vx_metrics;
 
-int vx_api_new(vx_runtime *rt, const vx_api_limits *lim, struct vx_metrics *metrics, vx_api **out);
+int vx_api_new(const vx_backend *be, const vx_api_limits *lim, struct vx_metrics *metrics, vx_api **out);
 void vx_api_free(vx_api *api);
 const vx_api_limits *vx_api_get_limits(const vx_api *api);
 

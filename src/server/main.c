@@ -128,7 +128,9 @@ static int serve(int argc, char **argv)
     lim.slow_query_ms = cfg.slow_query_ms;
     vx_api *api = NULL;
     vx_http *http = NULL;
-    int rc = vx_api_new(rt, &lim, metrics, &api);
+    vx_backend be;
+    vx_backend_local(rt, &be);
+    int rc = vx_api_new(&be, &lim, metrics, &api);
     if (rc == 0) {
         vx_http_options ho = {.host = cfg.http_host,
                               .port = (uint16_t)cfg.http_port,

@@ -66,7 +66,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     lim.max_batch = 64;
     lim.max_limit = 100;
     lim.max_body_bytes = 1 << 16;
-    if (vx_api_new(g_rt, &lim, NULL, &g_api) != 0) abort();
+    vx_backend be;
+    vx_backend_local(g_rt, &be);
+    if (vx_api_new(&be, &lim, NULL, &g_api) != 0) abort();
     cJSON *body = cJSON_Parse("{\"vectors\":{\"size\":4,\"distance\":\"Cosine\"}}");
     vx_collection_config cfg;
     if (vx_collection_config_parse(body, &cfg, err) != 0 ||
