@@ -4,7 +4,9 @@
 #   1. bootstrap the Debian packages (and Node.js when there is none)
 #   2. release build with -Werror, all unit, integration and process tests
 #   3. the API tests: `vectron serve` driven by the real Qdrant JS client and
-#      LangChain from npm (pinned in tests/api/package-lock.json)
+#      LangChain from npm (pinned in tests/api/package-lock.json), then the
+#      same tests through `vectron gateway` in front of a local cluster
+#      (scripts/cluster.sh: 3 placement drivers, 3 workers); durability tests
 #   4. ASan + UBSan build, all unit tests
 #   5. TSan build, the concurrency tests (ctest label "tsan")
 #   6. libFuzzer smoke runs of every fuzz target (VX_FUZZ_SECONDS each, default 20)
@@ -32,6 +34,8 @@ build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 section "API tests: the real Qdrant JS client and LangChain against vectron serve"
 bash "$ROOT/tests/api/run.sh" "$ROOT/build/vectron"
+section "API tests again, through vectron gateway in front of a 3-PD, 3-worker cluster"
+VX_API_TARGET=cluster bash "$ROOT/tests/api/run.sh" "$ROOT/build/vectron"
 section "durability: kill -9 and SIGTERM restarts of vectron serve"
 bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron"
 

@@ -62,6 +62,12 @@ struct vx_pd {
     size_t nwatch;
     unsigned inflight; /* control-loop proposals not yet applied */
     uint64_t last_balance_ms;
+    /* topology watches (leader): answered when the epoch moves */
+    struct watch {
+        vx_rpc_call *call;
+        uint64_t known, since_ms;
+    } *watches;
+    size_t nwatches, capwatches;
     /* closing */
     bool closing;
     int close_pending;
@@ -124,11 +130,14 @@ static const char *peer_rpc(vx_pd *pd, uint64_t id)
 
 /* ---- the state machine (pd_fsm.h) ------------------------------------------------------ */
 
+static void answer_watches(vx_pd *pd, bool all, int32_t status);
+
 static void on_result(void *data, uint64_t index, const vx_pd_result *res)
 {
     vx_pd *pd = data;
     pd->ring[index % RING].index = index;
     pd->ring[index % RING].res = *res;
+    if (pd->nwatches > 0) answer_watches(pd, false, 0);
 }
 
 /* ---- proposals ----------------------------------------------------------------------- */
@@ -337,6 +346,7 @@ static bool serving(vx_pd *pd, vx_rpc_call *call)
 static void h_register(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, size_t len);
 static void h_heartbeat(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, size_t len);
 static void h_topology(vx_pd *pd, vx_rpc_call *call);
+static void h_watch(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, size_t len);
 static void h_create(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, size_t len);
 static void h_status(vx_pd *pd, vx_rpc_call *call);
 
@@ -355,6 +365,9 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
         return;
     case VX_PD_GET_TOPOLOGY:
         h_topology(pd, call);
+        return;
+    case VX_PD_WATCH_TOPOLOGY:
+        h_watch(pd, call, payload, len);
         return;
     case VX_PD_CREATE_COLLECTION:
         h_create(pd, call, payload, len);
@@ -450,6 +463,33 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
     case VX_PD_CLUSTER_STATUS:
         h_status(pd, call);
         return;
+    case VX_PD_UPDATE_COLLECTION: {
+        UNPACK(Vxpd__UpdateCollectionRequest, vxpd__update_collection_request, req, payload, len);
+        const Vxpd__Collection *old = vx_pd_state_collection(pd->st, req->name);
+        char cerr[VX_RT_ERRMSG_LEN] = "";
+        vx_collection_config a, b;
+        cJSON *ja = old ? cJSON_Parse(old->config_json) : NULL, *jb = cJSON_Parse(req->config_json);
+        int prc = old ? vx_collection_config_parse(jb, &b, cerr) : VX_ENOTFOUND;
+        if (prc == 0 && vx_collection_config_parse(ja, &a, cerr) != 0) prc = VX_ECORRUPT;
+        cJSON_Delete(ja);
+        cJSON_Delete(jb);
+        if (prc == VX_ENOTFOUND) {
+            reply_err(call, VX_ENOTFOUND, NULL, "no collection %s", req->name);
+        } else if (prc != 0) {
+            reply_err(call, VX_EINVAL, NULL, "collection config: %s", cerr);
+        } else if (a.dim != b.dim || a.metric != b.metric) {
+            reply_err(call, VX_EINVAL, NULL, "a collection's vector size and distance cannot change");
+        } else {
+            Vxpd__CmdUpdateCollection uc = VXPD__CMD_UPDATE_COLLECTION__INIT;
+            uc.name = req->name;
+            uc.config_json = req->config_json;
+            cmd.cmd_case = VXPD__COMMAND__CMD_UPDATE_COLLECTION;
+            cmd.update_collection = &uc;
+            propose(pd, &cmd, call, method, NULL);
+        }
+        vxpd__update_collection_request__free_unpacked(req, NULL);
+        return;
+    }
     case VX_PD_PAYLOAD_INDEX: {
         UNPACK(Vxpd__PayloadIndexRequest, vxpd__payload_index_request, req, payload, len);
         if (vx_pd_state_collection(pd->st, req->collection) == NULL) {
@@ -560,6 +600,53 @@ static void h_topology(vx_pd *pd, vx_rpc_call *call)
     fill_topology(pd, &t, &mem);
     reply_msg(call, 0, &t.base);
     free(mem);
+}
+
+/* Watches whose epoch moved get the topology; `all`: every watch (status
+ * 0: the topology, else that error, e.g. leadership lost). */
+static void answer_watches(vx_pd *pd, bool all, int32_t status)
+{
+    uint64_t epoch = vx_pd_state_get(pd->st)->epoch;
+    size_t kept = 0;
+    for (size_t i = 0; i < pd->nwatches; i++) {
+        struct watch *w = &pd->watches[i];
+        if (!all && w->known == epoch) {
+            pd->watches[kept++] = *w;
+            continue;
+        }
+        if (status != 0) reply_err(w->call, status, "", "no longer the leader");
+        else h_topology(pd, w->call);
+    }
+    pd->nwatches = kept;
+}
+
+/* WatchTopology: answered at once when the caller's epoch is stale, else
+ * when it moves, or after WATCH_MAX_MS with the same topology. */
+#define WATCH_MAX_MS 4000 /* below the client's 5 s per-attempt limit */
+static void h_watch(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, size_t len)
+{
+    Vxpd__TopologyRequest *req = vxpd__topology_request__unpack(NULL, len, payload);
+    if (req == NULL) {
+        reply_err(call, VX_EINVAL, NULL, "malformed request");
+        return;
+    }
+    uint64_t known = req->known_epoch;
+    vxpd__topology_request__free_unpacked(req, NULL);
+    if (known != vx_pd_state_get(pd->st)->epoch || pd->nwatches >= 4096) {
+        h_topology(pd, call);
+        return;
+    }
+    if (pd->nwatches == pd->capwatches) {
+        size_t cap = pd->capwatches ? pd->capwatches * 2 : 16;
+        struct watch *w = realloc(pd->watches, cap * sizeof *w);
+        if (w == NULL) {
+            h_topology(pd, call);
+            return;
+        }
+        pd->watches = w;
+        pd->capwatches = cap;
+    }
+    pd->watches[pd->nwatches++] = (struct watch){call, known, now_ms(pd)};
 }
 
 static bool valid_collection_name(const char *n)
@@ -824,6 +911,18 @@ static void drive_moves(vx_pd *pd)
 static void tick_cb(uv_timer_t *t)
 {
     vx_pd *pd = t->data;
+    if (pd->nwatches > 0) {
+        if (pd->closing || raft_state(pd->raft) != RAFT_LEADER) {
+            answer_watches(pd, true, VX_PD_NOT_LEADER);
+        } else { /* long-waiting watches get the (unchanged) topology */
+            size_t kept = 0;
+            for (size_t i = 0; i < pd->nwatches; i++) {
+                if (now_ms(pd) - pd->watches[i].since_ms >= WATCH_MAX_MS) h_topology(pd, pd->watches[i].call);
+                else pd->watches[kept++] = pd->watches[i];
+            }
+            pd->nwatches = kept;
+        }
+    }
     if (pd->closing || raft_state(pd->raft) != RAFT_LEADER) return;
     if (pd->ready_term != pd->raft->current_term) {
         start_barrier(pd);
@@ -957,6 +1056,7 @@ static void timer_closed(uv_handle_t *h) { close_part(h->data); }
 void vx_pd_close(vx_pd *pd, void (*cb)(void *data), void *data)
 {
     pd->closing = true;
+    answer_watches(pd, true, VX_PD_RETRY);
     pd->close_cb = cb;
     pd->close_data = data;
     pd->close_pending = 2;
@@ -969,6 +1069,7 @@ void vx_pd_free(vx_pd *pd)
 {
     if (pd == NULL) return;
     mem_clear(pd);
+    free(pd->watches);
     vx_pd_state_free(pd->st);
     free(pd);
 }

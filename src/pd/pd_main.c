@@ -117,7 +117,7 @@ int vx_pd_main(int argc, char **argv)
     vx_pd_options o = {0};
     static char store[VX_PD_MAX_PEERS][2][128];
     const char *dir = NULL, *peers = NULL;
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0; i < argc; i += 2) { /* flag value pairs */
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             pd_usage(stdout);
@@ -148,7 +148,6 @@ int vx_pd_main(int argc, char **argv)
             fprintf(stderr, "vectron pd: bad value for %s: %s\n", f, v);
             return 2;
         }
-        i++;
     }
     if (o.id == 0 || dir == NULL || peers == NULL) {
         pd_usage(stderr);

@@ -29,6 +29,9 @@ enum vx_pd_method {
     VX_PD_CLUSTER_STATUS = 10,   /* Empty -> ClusterStatus */
     VX_PD_GET_COLLECTION = 11,   /* NameRequest -> CollectionResponse */
     VX_PD_PAYLOAD_INDEX = 12,    /* PayloadIndexRequest -> Empty (declare or drop) */
+    VX_PD_UPDATE_COLLECTION = 13, /* UpdateCollectionRequest -> Empty (same size and distance) */
+    VX_PD_WATCH_TOPOLOGY = 14,   /* TopologyRequest -> Topology once the epoch differs from
+                                    known_epoch (at most ~10 s later: then unchanged) */
 };
 
 #define VX_PD_NOT_LEADER (-2000)

@@ -386,6 +386,18 @@ static int apply_payload_index(Vxpd__State *s, const Vxpd__CmdPayloadIndex *c, v
     return 0;
 }
 
+/* New settings for a collection (the PD validated them: same size and
+ * distance); its shape (shards, replicas) is not part of it. */
+static int apply_update(Vxpd__State *s, const Vxpd__CmdUpdateCollection *c, vx_pd_result *res)
+{
+    Vxpd__Collection *col = c ? find_coll(s, c->name, NULL) : NULL;
+    if (col == NULL) REFUSE(res, VX_ENOTFOUND, "no collection %s", c ? c->name : "");
+    if (strcmp(col->config_json, c->config_json) == 0) return 0;
+    if (!str_set(&col->config_json, c->config_json)) return VX_ENOMEM;
+    bump(s, NULL);
+    return 0;
+}
+
 static unsigned voters(const Vxpd__Shard *sh)
 {
     unsigned n = 0;
@@ -508,6 +520,9 @@ int vx_pd_state_apply(vx_pd_state *st, const uint8_t *buf, size_t len, vx_pd_res
         break;
     case VXPD__COMMAND__CMD_PAYLOAD_INDEX:
         rc = apply_payload_index(st->s, cmd->payload_index, res);
+        break;
+    case VXPD__COMMAND__CMD_UPDATE_COLLECTION:
+        rc = apply_update(st->s, cmd->update_collection, res);
         break;
     default:
         rc = VX_EFORMAT;

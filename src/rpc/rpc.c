@@ -910,6 +910,19 @@ int vx_rpc_client_call(vx_rpc_client *c, uint32_t method, const uint8_t *req, si
     }
 }
 
+bool vx_rpc_client_usable(vx_rpc_client *c)
+{
+    if (c == NULL || c->broken) return false;
+    /* between calls nothing may arrive: readable means EOF, a reset or a
+     * connection-level error frame, all fatal for the connection */
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    int rv;
+    do rv = poll(&p, 1, 0);
+    while (rv < 0 && errno == EINTR);
+    if (rv != 0) c->broken = true;
+    return rv == 0;
+}
+
 void vx_rpc_client_close(vx_rpc_client *c)
 {
     if (c == NULL) return;

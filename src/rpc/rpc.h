@@ -70,6 +70,7 @@
 #ifndef VX_RPC_RPC_H
 #define VX_RPC_RPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -170,6 +171,13 @@ int vx_rpc_client_connect(const char *address, const char *secret, size_t secret
 int vx_rpc_client_call(vx_rpc_client *c, uint32_t method, const uint8_t *req, size_t len,
                        int timeout_ms, int32_t *status, uint8_t **resp, size_t *resp_len,
                        char *errbuf);
+/* Between calls: is the connection still worth a request?  False when a
+ * call failed on it before, or when the peer closed or reset it (or sent
+ * anything) while it sat idle: poll() with a zero timeout, no blocking.
+ * Connection pools check this before reusing a connection, so a request is
+ * not written into a connection that is already dead (for a write, that
+ * failure could not tell "not sent" from "sent, answer lost"). */
+bool vx_rpc_client_usable(vx_rpc_client *c);
 void vx_rpc_client_close(vx_rpc_client *c);
 
 /* Connect, call, close. */

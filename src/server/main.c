@@ -8,6 +8,7 @@
  *   vectron pd [flags]      one placement driver replica (src/pd/pd_main.c)
  *   vectron admin ...       the placement driver's admin calls (src/pd/admin.c)
  *   vectron worker [flags]  a data node of a cluster (src/worker/worker.c)
+ *   vectron gateway [flags] the REST API in front of a cluster (src/gateway/)
  *   vectron version
  *   vectron help
  *
@@ -22,6 +23,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "cli/cli.h"
+#include "gateway/gateway.h"
 #include "pd/admin.h"
 #include "pd/pd_main.h"
 #include "worker/worker.h"
@@ -50,6 +52,7 @@ static void usage(FILE *out)
                  "  pd        a placement driver replica of a cluster (`vectron pd --help`)\n"
                  "  admin     cluster admin calls: status, topology, moves, drains\n"
                  "  worker    a data node of a cluster (`vectron worker --help`)\n"
+                 "  gateway   the REST API in front of a cluster (`vectron gateway --help`)\n"
                  "  version   print the version\n"
                  "  help      this text; `vectron serve --help` lists every setting\n");
 }
@@ -169,6 +172,7 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "pd") == 0) return vx_pd_main(argc - 2, argv + 2);
     if (strcmp(argv[1], "admin") == 0) return vx_admin_main(argc - 2, argv + 2);
     if (strcmp(argv[1], "worker") == 0) return vx_worker_main(argc - 2, argv + 2);
+    if (strcmp(argv[1], "gateway") == 0) return vx_gateway_main(argc - 2, argv + 2);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("vectron %s\n", VECTRON_VERSION);
         return 0;

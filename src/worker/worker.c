@@ -23,7 +23,9 @@
 #include "server/runtime.h"
 #include "shard/command.h"
 #include "shard/filter.h"
+#include "shard/pindex.h"
 #include "shard/shard.h"
+#include "store/store.h"
 #include "worker.pb-c.h"
 
 #include <cjson/cJSON.h>
@@ -44,6 +46,7 @@
 #define TICK_MS 200
 #define DROP_GRACE_MS 10000 /* a follower no longer listed waits this long for its removal */
 #define MAX_LIMIT 10000
+#define SCAN_MAX_BYTES (32u << 20) /* a scan page stops growing past this */
 
 typedef struct worker worker;
 
@@ -86,7 +89,8 @@ struct worker {
     size_t ndropping;
     Vxpd__Topology *topo; /* loop thread */
     /* heartbeat thread <-> loop */
-    pthread_t hb_thread;
+    pthread_t hb_thread, watch_thread;
+    uint64_t seen_epoch; /* newest topology handed to the loop (under mu) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
@@ -483,6 +487,45 @@ out:
     free(crp);
 }
 
+/* A topology from the heartbeat or the watch: handed to the loop if it is
+ * newer than any before it (under mu; takes ownership of t). */
+static void offer_topology(worker *w, Vxpd__Topology *t)
+{
+    pthread_mutex_lock(&w->mu);
+    bool newer = !w->stop && (t->epoch > w->seen_epoch || w->seen_epoch == 0);
+    if (newer) {
+        if (w->pending) vxpd__topology__free_unpacked(w->pending, NULL);
+        w->pending = t;
+        w->seen_epoch = t->epoch;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (newer) uv_async_send(&w->wake);
+    else vxpd__topology__free_unpacked(t, NULL);
+}
+
+/* Topology changes reach the worker at once through a watch the PD answers
+ * when the epoch moves (heartbeats carry them too, every heartbeat_ms). */
+static void *watch_main(void *arg)
+{
+    worker *w = arg;
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        bool stop = w->stop;
+        uint64_t known = w->seen_epoch;
+        pthread_mutex_unlock(&w->mu);
+        if (stop) break;
+        Vxpd__TopologyRequest r = VXPD__TOPOLOGY_REQUEST__INIT;
+        r.known_epoch = known;
+        ProtobufCMessage *resp = NULL;
+        char err[VX_PD_CLIENT_ERRMSG_LEN];
+        int rc = vx_pd_client_call(w->pd_addrs, w->npd, w->secret, VX_PD_WATCH_TOPOLOGY, &r.base,
+                                   &vxpd__topology__descriptor, &resp, 5000, err);
+        if (rc == 0) offer_topology(w, (Vxpd__Topology *)resp);
+        else usleep(200000);
+    }
+    return NULL;
+}
+
 static void *heartbeat_main(void *arg)
 {
     worker *w = arg;
@@ -506,12 +549,8 @@ static void *heartbeat_main(void *arg)
             if (rc == 0) {
                 Vxpd__HeartbeatResponse *r = (Vxpd__HeartbeatResponse *)resp;
                 if (r->changed && r->topology) {
-                    pthread_mutex_lock(&w->mu);
-                    if (w->pending) vxpd__topology__free_unpacked(w->pending, NULL);
-                    w->pending = r->topology;
+                    offer_topology(w, r->topology);
                     r->topology = NULL;
-                    pthread_mutex_unlock(&w->mu);
-                    uv_async_send(&w->wake);
                 }
                 protobuf_c_message_free_unpacked(resp, NULL);
             } else {
@@ -636,10 +675,16 @@ static void on_write(worker *w, vx_rpc_call *call, const uint8_t *payload, size_
 static void search_job(void *arg);
 static void get_job(void *arg);
 static void info_job(void *arg);
+static void scan_job(void *arg);
+static void count_job(void *arg);
 
 static void submit_job(worker *w, wreq *r)
 {
-    vx_job_fn fn = r->method == VX_W_SEARCH ? search_job : r->method == VX_W_GET ? get_job : info_job;
+    vx_job_fn fn = r->method == VX_W_SEARCH ? search_job
+                   : r->method == VX_W_GET  ? get_job
+                   : r->method == VX_W_SCAN ? scan_job
+                   : r->method == VX_W_COUNT ? count_job
+                                             : info_job;
     atomic_fetch_add(&r->h->refs, 1);
     if (vx_workpool_submit(w->search_pool, fn, r) != 0) {
         atomic_fetch_sub(&r->h->refs, 1);
@@ -685,6 +730,24 @@ static void on_read(worker *w, vx_rpc_call *call, uint32_t method, const uint8_t
         gid = q->group_id;
         allow_follower = q->allow_follower;
         vxw__get_request__free_unpacked(q, NULL);
+    } else if (method == VX_W_SCAN) {
+        Vxw__ScanRequest *q = vxw__scan_request__unpack(NULL, len, payload);
+        if (q == NULL) {
+            reply_err(call, VX_EINVAL, NULL, "malformed scan request");
+            return;
+        }
+        gid = q->group_id;
+        allow_follower = q->allow_follower;
+        vxw__scan_request__free_unpacked(q, NULL);
+    } else if (method == VX_W_COUNT) {
+        Vxw__CountRequest *q = vxw__count_request__unpack(NULL, len, payload);
+        if (q == NULL) {
+            reply_err(call, VX_EINVAL, NULL, "malformed count request");
+            return;
+        }
+        gid = q->group_id;
+        allow_follower = q->allow_follower;
+        vxw__count_request__free_unpacked(q, NULL);
     } else {
         Vxw__ShardInfoRequest *q = vxw__shard_info_request__unpack(NULL, len, payload);
         if (q == NULL) {
@@ -868,12 +931,185 @@ static void info_job(void *arg)
         vx_shard *sh = vx_shard_fsm_acquire(&r->h->fsm);
         int rc = vx_shard_digest(sh, &info->digest, &info->applied);
         info->count = vx_shard_count(sh);
+        info->backlog = vx_shard_backlog(sh);
+        vx_index_stats st;
+        vx_index_get_stats(vx_shard_index(sh), &st);
+        info->indexed = st.live;
+        vx_shard_pindex_info *pi = NULL;
+        size_t npi = 0;
+        if (rc == 0) rc = vx_shard_payload_indexes(sh, &pi, &npi);
         vx_shard_fsm_release(&r->h->fsm);
+        Vxw__PayloadIndexInfo *pv = calloc(npi ? npi : 1, sizeof *pv);
+        Vxw__PayloadIndexInfo **pp = calloc(npi ? npi : 1, sizeof *pp);
+        if (rc == 0 && (pv == NULL || pp == NULL)) rc = VX_ENOMEM;
+        if (rc == 0) {
+            for (size_t i = 0; i < npi; i++) {
+                vxw__payload_index_info__init(&pv[i]);
+                pv[i].field = pi[i].field;
+                pv[i].type = (char *)vx_pidx_type_name(pi[i].type);
+                pv[i].points = pi[i].points;
+                pp[i] = &pv[i];
+            }
+            info->payload_indexes = pp;
+            info->n_payload_indexes = npi;
+        }
         if (rc != 0)
-            reply_err(r->call, rc, NULL, "digest: %s", vx_strerror(rc));
+            reply_err(r->call, rc, NULL, "shard info: %s", vx_strerror(rc));
         else
             reply_msg(r->call, 0, &info->base);
+        free(pv);
+        free(pp);
+        free(pi);
     }
+    finish_job(r);
+}
+
+/* Scan: limit + 1 matching records from the start id; the extra one's id
+ * is where the next page starts.  The page also ends when it has grown
+ * past SCAN_MAX_BYTES (next_id is then the first point left out). */
+typedef struct scan_acc {
+    Vxw__Point *pts;
+    uint32_t n, limit;
+    bool with_payload, with_vector;
+    size_t bytes;
+    vx_point_id next;
+    bool has_next;
+    int err;
+} scan_acc;
+
+static int scan_cb(void *ctx, const vx_point_id *id, const vx_record *rec)
+{
+    scan_acc *a = ctx;
+    if (a->n == a->limit || (a->n > 0 && a->bytes > SCAN_MAX_BYTES)) {
+        a->next = *id;
+        a->has_next = true;
+        return 1;
+    }
+    Vxw__Point *p = &a->pts[a->n];
+    vxw__point__init(p);
+    p->id.data = malloc(id->len);
+    if (p->id.data == NULL) goto nomem;
+    memcpy(p->id.data, id->b, id->len);
+    p->id.len = id->len;
+    p->version = rec->version;
+    a->n++; /* from here on the point's buffers are freed with the page */
+    if (a->with_vector && rec->dim > 0) {
+        p->vector = malloc(sizeof(float) * rec->dim);
+        if (p->vector == NULL) goto nomem;
+        memcpy(p->vector, rec->vector, sizeof(float) * rec->dim); /* possibly unaligned */
+        p->n_vector = rec->dim;
+    }
+    if (a->with_payload && rec->payload && rec->payload_len > 0) {
+        p->payload_json = malloc((size_t)rec->payload_len + 1);
+        if (p->payload_json == NULL) goto nomem;
+        memcpy(p->payload_json, rec->payload, rec->payload_len);
+        p->payload_json[rec->payload_len] = '\0';
+    }
+    a->bytes += id->len + 16 + sizeof(float) * p->n_vector + (a->with_payload ? rec->payload_len : 0);
+    return 0;
+nomem:
+    a->err = VX_ENOMEM;
+    return -1;
+}
+
+static void scan_job(void *arg)
+{
+    wreq *r = arg;
+    hosted *h = r->h;
+    Vxw__ScanRequest *q = vxw__scan_request__unpack(NULL, r->len, r->payload);
+    vx_filter_expr *flt = NULL;
+    char ferr[VX_FILTER_ERRMSG_LEN];
+    vx_point_id start;
+    scan_acc a = {0};
+    if (q == NULL) {
+        reply_err(r->call, VX_EINVAL, NULL, "malformed scan request");
+        goto out;
+    }
+    if (q->limit < 1 || q->limit > MAX_LIMIT) {
+        reply_err(r->call, VX_EINVAL, NULL, "limit must be 1 to %d", MAX_LIMIT);
+        goto out;
+    }
+    if (q->start_id.len > 0 && vx_id_from_bytes(&start, q->start_id.data, q->start_id.len) != 0) {
+        reply_err(r->call, VX_EINVAL, NULL, "malformed start id");
+        goto out;
+    }
+    if (q->filter_json[0] && vx_filter_compile_text(q->filter_json, strlen(q->filter_json), &flt, ferr) != 0) {
+        reply_err(r->call, VX_EINVAL, NULL, "filter: %s", ferr);
+        goto out;
+    }
+    a.limit = q->limit;
+    a.with_payload = q->with_payload;
+    a.with_vector = q->with_vector;
+    a.pts = calloc(q->limit, sizeof *a.pts);
+    Vxw__Point **pp = calloc(q->limit, sizeof *pp);
+    if (a.pts == NULL || pp == NULL) {
+        free(pp);
+        reply_err(r->call, VX_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    vx_shard *sh = vx_shard_fsm_acquire(&h->fsm);
+    int rc = vx_shard_scan(sh, q->start_id.len > 0 ? &start : NULL, flt, scan_cb, &a);
+    vx_shard_fsm_release(&h->fsm);
+    if (rc == 0) rc = a.err;
+    if (rc != 0) {
+        reply_err(r->call, rc, NULL, "scan failed: %s", vx_strerror(rc));
+    } else {
+        Vxw__ScanResponse resp = VXW__SCAN_RESPONSE__INIT;
+        for (uint32_t i = 0; i < a.n; i++) pp[i] = &a.pts[i];
+        resp.points = pp;
+        resp.n_points = a.n;
+        if (a.has_next) {
+            resp.next_id.data = a.next.b;
+            resp.next_id.len = a.next.len;
+        }
+        reply_msg(r->call, 0, &resp.base);
+    }
+    free(pp);
+out:
+    for (uint32_t i = 0; i < a.n; i++) {
+        free(a.pts[i].id.data);
+        free(a.pts[i].vector);
+        if (a.pts[i].payload_json != protobuf_c_empty_string) free(a.pts[i].payload_json);
+    }
+    free(a.pts);
+    vx_filter_free(flt);
+    if (q) vxw__scan_request__free_unpacked(q, NULL);
+    finish_job(r);
+}
+
+static int count_cb(void *ctx, const vx_point_id *id, const vx_record *rec)
+{
+    (void)id;
+    (void)rec;
+    (*(uint64_t *)ctx)++;
+    return 0;
+}
+
+static void count_job(void *arg)
+{
+    wreq *r = arg;
+    Vxw__CountRequest *q = vxw__count_request__unpack(NULL, r->len, r->payload);
+    vx_filter_expr *flt = NULL;
+    char ferr[VX_FILTER_ERRMSG_LEN];
+    if (q == NULL) {
+        reply_err(r->call, VX_EINVAL, NULL, "malformed count request");
+    } else if (q->filter_json[0] &&
+               vx_filter_compile_text(q->filter_json, strlen(q->filter_json), &flt, ferr) != 0) {
+        reply_err(r->call, VX_EINVAL, NULL, "filter: %s", ferr);
+    } else {
+        Vxw__CountResponse resp = VXW__COUNT_RESPONSE__INIT;
+        int rc = 0;
+        vx_shard *sh = vx_shard_fsm_acquire(&r->h->fsm);
+        if (flt == NULL) resp.count = vx_shard_count(sh);
+        else rc = vx_shard_scan(sh, NULL, flt, count_cb, &resp.count);
+        vx_shard_fsm_release(&r->h->fsm);
+        if (rc != 0)
+            reply_err(r->call, rc, NULL, "count failed: %s", vx_strerror(rc));
+        else
+            reply_msg(r->call, 0, &resp.base);
+    }
+    vx_filter_free(flt);
+    if (q) vxw__count_request__free_unpacked(q, NULL);
     finish_job(r);
 }
 
@@ -891,6 +1127,8 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
     case VX_W_SEARCH:
     case VX_W_GET:
     case VX_W_SHARD_INFO:
+    case VX_W_SCAN:
+    case VX_W_COUNT:
         on_read(w, call, method, payload, len);
         return;
     default:
@@ -1033,7 +1271,7 @@ int vx_worker_main(int argc, char **argv)
     const char *dir = NULL, *pd = NULL, *raft = NULL, *rpc = NULL, *zone = "", *rack = "";
     unsigned index_threads = 2, search_threads = 4;
     w->heartbeat_ms = VX_PD_HEARTBEAT_INTERVAL_MS;
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0; i < argc; i += 2) { /* flag value pairs */
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             usage(stdout);
@@ -1056,7 +1294,6 @@ int vx_worker_main(int argc, char **argv)
             fprintf(stderr, "vectron worker: unknown flag %s\n", f);
             return 2;
         }
-        i++;
     }
     if (!dir || !pd || !raft || !rpc || w->heartbeat_ms < 50 || w->heartbeat_ms > 60000 || index_threads < 1 ||
         index_threads > 256 || search_threads < 1 || search_threads > 256 || strlen(zone) >= VX_PD_DOMAIN_MAX ||
@@ -1117,6 +1354,8 @@ int vx_worker_main(int argc, char **argv)
     uv_signal_start(&w->sigint, on_signal, SIGINT);
     uv_signal_start(&w->sigterm, on_signal, SIGTERM);
     build_report(w);
+    /* detached: it may sit in a long poll when the worker stops */
+    if (pthread_create(&w->watch_thread, NULL, watch_main, w) == 0) pthread_detach(w->watch_thread);
     if (pthread_create(&w->hb_thread, NULL, heartbeat_main, w) != 0) {
         fprintf(stderr, "vectron worker: cannot start the heartbeat thread\n");
         return 1;
@@ -1141,7 +1380,10 @@ int vx_worker_main(int argc, char **argv)
     vx_workpool_free(w->index_pool);
     uv_loop_close(&w->loop);
     if (w->topo) vxpd__topology__free_unpacked(w->topo, NULL);
+    pthread_mutex_lock(&w->mu); /* the watch thread may still be in a call */
     if (w->pending) vxpd__topology__free_unpacked(w->pending, NULL);
+    w->pending = NULL;
+    pthread_mutex_unlock(&w->mu);
     free(w->report);
     free(w->pd_list);
     fprintf(stderr, "worker %" PRIu64 ": stopped\n", w->id);

@@ -21,8 +21,8 @@
  *
  * Data path (internal RPC, proto/worker.proto, methods in worker.h): writes
  * go to the shard's leader and are acknowledged after commit and apply;
- * searches and point reads run on the worker pool, never on the loop
- * thread.  A replica that does not lead answers VX_PD_NOT_LEADER naming
+ * searches, point reads, scans, counts and shard info run on the search
+ * pool, never on the loop thread.  A replica that does not lead answers VX_PD_NOT_LEADER naming
  * the leader's RPC address when it knows it.
  */
 #ifndef VX_WORKER_WORKER_H
@@ -33,6 +33,8 @@ enum vx_worker_method {
     VX_W_SEARCH = 102,     /* SearchRequest -> SearchResponse */
     VX_W_GET = 103,        /* GetRequest -> GetResponse */
     VX_W_SHARD_INFO = 104, /* ShardInfoRequest -> ShardInfo */
+    VX_W_SCAN = 105,       /* ScanRequest -> ScanResponse (a page of points in id order) */
+    VX_W_COUNT = 106,      /* CountRequest -> CountResponse */
 };
 
 /* argv after the command word. */

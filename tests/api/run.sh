@@ -10,6 +10,8 @@
 # status.  Installs the pinned npm packages with `npm ci` when node_modules
 # is missing.  VX_SEED=<n> reruns with the same generated data (it is printed
 # either way).  VX_KEEP_DATA=1 keeps the data dir and log for inspection.
+# VX_API_TARGET=cluster runs the same tests against `vectron gateway` in front
+# of a local 3-PD, 3-worker cluster (scripts/cluster.sh) instead.
 set -euo pipefail
 # npm and node trust the system CA store too (a registry reached through a
 # TLS-inspecting proxy presents a certificate signed by a local CA that
@@ -105,12 +107,30 @@ PORT=$(node -e '
 const s = require("net").createServer();
 s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')
 
-"$BIN" serve --data-dir "$DATA" --http-port "$PORT" --max-body-bytes 8388608 --conn-timeout-s 2 \
-  >"$LOG" 2>&1 &
-SERVER_PID=$!
-export VECTRON_URL="http://127.0.0.1:$PORT"
-echo "run.sh: started $BIN serve (pid $SERVER_PID) on $VECTRON_URL, data in $DATA"
-
+if [ "${VX_API_TARGET:-serve}" = cluster ]; then
+  # The same tests through `vectron gateway` in front of a local cluster of
+  # 3 placement drivers and 3 workers (scripts/cluster.sh), ports from a base
+  # below Linux's ephemeral range picked from the seed.
+  BASE=$((20000 + (VX_SEED % 240) * 50))
+  echo "run.sh: starting a local cluster in $DATA (ports $BASE..$((BASE + 40)))"
+  if ! URL=$(GW_FLAGS="--max-body-bytes 8388608 --conn-timeout-s 2" \
+      "$HERE/../../scripts/cluster.sh" up --dir "$DATA" --base-port "$BASE" --bin "$BIN" | tail -n 1); then
+    for f in "$DATA"/*.log; do echo "----- $f" >&2; tail -n 20 "$f" >&2; done
+    "$HERE/../../scripts/cluster.sh" down --dir "$DATA" || true
+    exit 1
+  fi
+  export VECTRON_URL="$URL"
+  SERVER_PID=$(cat "$DATA/gw.pid")
+  LOG="$DATA/gw.log"
+  stop_server() {
+    [ -f "$DATA/cluster.env" ] && "$HERE/../../scripts/cluster.sh" down --dir "$DATA" || true
+    SERVER_PID=
+  }
+  show_log() {
+    for f in "$DATA"/*.log; do echo "----- $f (last 30 lines)" >&2; tail -n 30 "$f" >&2; done
+  }
+  echo "run.sh: cluster ready, gateway on $VECTRON_URL"
+else
 # Poll /readyz until 200, the server exits, or the deadline passes.
 if ! node - "$VECTRON_URL" "$SERVER_PID" "${VX_START_TIMEOUT:-60}" <<'JS'
 const [url, pid, secs] = process.argv.slice(2);
@@ -134,6 +154,7 @@ JS
 then
   show_log
   exit 1
+fi
 fi
 
 if [ ${#FILES[@]} -eq 0 ]; then
