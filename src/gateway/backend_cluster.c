@@ -252,8 +252,10 @@ static int c_barrier(vx_bcol *b, uint32_t i, int timeout_ms)
 }
 
 static int c_search(vx_bcol *b, uint32_t i, const float *q, uint32_t k, const vx_search_params *p,
-                    const vx_bfilter *f, vx_shard_hit *out, uint32_t *n)
+                    const vx_bfilter *f, const vx_read_opts *ro, vx_shard_hit *out, uint32_t *n)
 {
+    bool any = ro && ro->any_replica && !b->strong[i];
+    int timeout = ro && ro->timeout_ms > 0 ? ro->timeout_ms : CALL_TIMEOUT_MS;
     Vxw__SearchRequest r = VXW__SEARCH_REQUEST__INIT;
     r.group_id = gid_of(b, i);
     r.vector = (float *)q;
@@ -263,10 +265,11 @@ static int c_search(vx_bcol *b, uint32_t i, const float *q, uint32_t k, const vx
     r.exact = p && p->exact;
     r.filter_json = (char *)(f && f->json ? f->json : "");
     r.linearizable = b->strong[i];
+    r.allow_follower = any;
     ProtobufCMessage *resp = NULL;
     char err[VX_CLUSTER_ERRMSG_LEN];
     int rc = vx_cluster_shard_call(b->cl, r.group_id, VX_W_SEARCH, &r.base, &vxw__search_response__descriptor,
-                                   &resp, true, CALL_TIMEOUT_MS, err);
+                                   &resp, !any, timeout, err);
     *n = 0;
     if (rc != 0) return rc;
     Vxw__SearchResponse *sr = (Vxw__SearchResponse *)resp;

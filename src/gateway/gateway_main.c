@@ -38,6 +38,8 @@ static void gw_usage(FILE *out)
             "  --conn-timeout-s N     idle connections are closed after this (default 30)\n"
             "  --http-threads N       connection limit / 64 (default 16)\n"
             "  --topology-ttl-ms N    routing table cache lifetime (default 2000)\n"
+            "  --shard-timeout-ms N   a search's deadline per shard (default 50; per request:\n"
+            "                         ?timeout=SECONDS; ?partial=true answers without late shards)\n"
             "  --log-level L          debug, info, warn, error (default info)\n\n"
             "Environment: VECTRON_CLUSTER_SECRET, the cluster's internal RPC secret.\n");
 }
@@ -55,7 +57,7 @@ static bool num_flag(const char *v, unsigned long max, unsigned long *out)
 int vx_gateway_main(int argc, char **argv)
 {
     const char *pd = NULL, *host = "127.0.0.1", *level = "info";
-    unsigned long port = 6333, max_body = 32ul << 20, conn_timeout = 30, threads = 16, ttl = 2000;
+    unsigned long port = 6333, max_body = 32ul << 20, conn_timeout = 30, threads = 16, ttl = 2000, shard_ms = 50;
     for (int i = 0; i < argc; i += 2) { /* flag value pairs */
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
@@ -75,6 +77,7 @@ int vx_gateway_main(int argc, char **argv)
         else if (!strcmp(f, "--conn-timeout-s")) ok = num_flag(v, 3600, &conn_timeout) && conn_timeout > 0;
         else if (!strcmp(f, "--http-threads")) ok = num_flag(v, 1024, &threads) && threads > 0;
         else if (!strcmp(f, "--topology-ttl-ms")) ok = num_flag(v, 600000, &ttl) && ttl > 0;
+        else if (!strcmp(f, "--shard-timeout-ms")) ok = num_flag(v, 3600000, &shard_ms) && shard_ms > 0;
         else {
             fprintf(stderr, "vectron gateway: unknown flag %s (see vectron gateway --help)\n", f);
             return 2;
@@ -116,6 +119,7 @@ int vx_gateway_main(int argc, char **argv)
     vx_api_limits lim;
     vx_api_limits_default(&lim);
     lim.max_body_bytes = max_body;
+    lim.shard_timeout_ms = (int)shard_ms;
     vx_api *api = NULL;
     vx_http *http = NULL;
     int rc = vx_api_new(&be, &lim, metrics, &api);

@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include "server/api.h"
+#include "server/fanout.h"
 #include "server/fastjson.h"
 
 #include "base/err.h"
@@ -39,6 +40,7 @@
 
 struct vx_api {
     vx_backend be;
+    vx_fanout *fan; /* a request's per-shard parts in parallel */
     vx_api_limits lim;
     struct vx_metrics *metrics;
 };
@@ -52,6 +54,7 @@ void vx_api_limits_default(vx_api_limits *l)
     l->max_json_depth = 64;
     l->slow_query_ms = 500;
     l->write_timeout_ms = 60000;
+    l->shard_timeout_ms = 0;
 }
 
 int vx_api_new(const vx_backend *be, const vx_api_limits *lim, struct vx_metrics *metrics, vx_api **out)
@@ -60,12 +63,21 @@ int vx_api_new(const vx_backend *be, const vx_api_limits *lim, struct vx_metrics
     if (a == NULL) return VX_ENOMEM;
     a->be = *be;
     a->lim = *lim;
+    if (vx_fanout_new(16, &a->fan) != 0) {
+        free(a);
+        return VX_ENOMEM;
+    }
     a->metrics = metrics;
     *out = a;
     return 0;
 }
 
-void vx_api_free(vx_api *api) { free(api); }
+void vx_api_free(vx_api *api)
+{
+    if (api == NULL) return;
+    vx_fanout_free(api->fan);
+    free(api);
+}
 
 /* ---- an open collection of the backend (backend.h) ------------------------------------ */
 
@@ -108,6 +120,7 @@ typedef struct ctx {
     vx_api_response *res;
     struct timespec t0;
     cJSON *body; /* parsed lazily by need_body */
+    char partial[256]; /* shards missing from a partial search answer */
 } ctx;
 
 static double elapsed(const ctx *c)
@@ -172,6 +185,11 @@ static void ok_begin(jbuf *b)
 
 static int ok_end(ctx *c, jbuf *b)
 {
+    if (c->partial[0]) { /* ?partial=true and some shards did not answer */
+        jb_lit(b, ",\"partial\":true,\"missing_shards\":[");
+        jb_raw(b, c->partial, strlen(c->partial));
+        jb_ch(b, ']');
+    }
     jb_lit(b, ",\"status\":\"ok\",\"time\":");
     jb_f64(b, elapsed(c));
     jb_ch(b, '}');
@@ -659,34 +677,56 @@ static const char *arg(ctx *c, const char *key)
     return c->req->get_arg ? c->req->get_arg(c->req->arg_ctx, key) : NULL;
 }
 
-/* Propose every used command; all are proposed even if one fails, and the
- * error says which shards did not take their part. */
+/* One shard's part of a write: finish its command and propose it. */
+typedef struct commit_fan {
+    batch *b;
+    int timeout_ms;
+    int rc[VX_RT_MAX_SHARDS], status[VX_RT_MAX_SHARDS];
+    bool encode_failed[VX_RT_MAX_SHARDS];
+} commit_fan;
+
+static void commit_part(void *arg, unsigned k)
+{
+    commit_fan *f = arg;
+    batch *b = f->b;
+    /* k counts used shards only: find the k-th */
+    uint32_t i = 0;
+    for (unsigned seen = 0; i < b->n; i++)
+        if (b->used[i] && seen++ == k) break;
+    uint8_t *data;
+    size_t len;
+    int rc = vx_cmd_finish(&b->cmd[i], &data, &len);
+    f->encode_failed[i] = rc != 0;
+    if (rc == 0) {
+        char perr[VX_BACKEND_ERRMSG_LEN] = "";
+        rc = b->col->be->propose(b->col->h, i, data, len, f->timeout_ms, &f->status[i], perr);
+    }
+    f->rc[i] = rc;
+}
+
+/* Propose every used command, the shards in parallel; all are proposed even
+ * if one fails, and the error says which shards did not take their part. */
 static int batch_commit(ctx *c, batch *b, uint32_t *applied_status)
 {
     int first_rc = 0, bad_status = 0;
     char failed[256] = "";
     size_t flen = 0;
+    commit_fan f = {.b = b, .timeout_ms = c->api->lim.write_timeout_ms};
+    unsigned used = 0;
     for (uint32_t i = 0; i < b->n; i++) {
-        if (!b->used[i]) {
-            vx_cmd_discard(&b->cmd[i]);
-            continue;
-        }
-        uint8_t *data;
-        size_t len;
-        int rc = vx_cmd_finish(&b->cmd[i], &data, &len);
-        if (rc != 0) {
-            if (first_rc == 0) first_rc = rc;
-            continue;
-        }
-        int status = 0;
-        char perr[VX_BACKEND_ERRMSG_LEN] = "";
-        rc = b->col->be->propose(b->col->h, i, data, len, c->api->lim.write_timeout_ms, &status, perr);
-        if (rc != 0) {
-            if (first_rc == 0) first_rc = rc;
+        if (b->used[i]) used++;
+        else vx_cmd_discard(&b->cmd[i]);
+    }
+    vx_fanout_run(c->api->fan, used, commit_part, &f);
+    for (uint32_t i = 0; i < b->n; i++) {
+        if (!b->used[i]) continue;
+        if (f.rc[i] != 0) {
+            if (first_rc == 0) first_rc = f.rc[i];
+            if (f.encode_failed[i]) continue;
             flen += (size_t)snprintf(failed + flen, sizeof failed - flen, "%s%u", flen ? "," : "", i);
             if (flen >= sizeof failed) flen = sizeof failed - 1;
-        } else if (status != 0 && bad_status == 0) {
-            bad_status = status;
+        } else if (f.status[i] != 0 && bad_status == 0) {
+            bad_status = f.status[i];
         }
     }
     if (applied_status) *applied_status = (uint32_t)-bad_status;
@@ -1300,6 +1340,9 @@ typedef struct search_req {
     selector ps;
     bool with_vector;
     bool consistent; /* linearizable: a barrier on every shard first */
+    bool any_replica;    /* a follower may answer (consistency 1) */
+    bool allow_partial;  /* ?partial=true: answer without shards that failed */
+    int shard_timeout_ms; /* per-shard deadline (0: the backend's) */
     /* mmr (query) */
     bool mmr;
     float diversity;
@@ -1368,12 +1411,56 @@ static int parse_search_common(ctx *c, acol *col, search_req *s)
     const char *qc = arg(c, "consistency");
     s->consistent = (cJSON_IsString(cons) && strcmp(cons->valuestring, "all") == 0) ||
                     (qc && (strcmp(qc, "all") == 0 || strcmp(qc, "majority") == 0));
+    /* consistency 1 (Qdrant: one replica answers): any replica, followers
+     * included, may serve the read */
+    s->any_replica = !s->consistent && ((cJSON_IsNumber(cons) && cons->valuedouble == 1) ||
+                                        (qc && strcmp(qc, "1") == 0));
+    /* the per-shard deadline: ?timeout= (seconds, Qdrant's) or the default */
+    const char *to = arg(c, "timeout");
+    s->shard_timeout_ms = c->api->lim.shard_timeout_ms;
+    if (to) {
+        char *end;
+        double secs = strtod(to, &end);
+        if (*end || !(secs > 0) || secs > 3600)
+            return fail(c, 400, "Wrong input: timeout must be a number of seconds in (0, 3600]");
+        s->shard_timeout_ms = (int)(secs * 1000 + 0.5);
+        if (s->shard_timeout_ms < 1) s->shard_timeout_ms = 1;
+    }
+    const char *pa = arg(c, "partial");
+    s->allow_partial = pa && (strcmp(pa, "true") == 0 || strcmp(pa, "1") == 0);
     if (parse_bfilter(c, field(c, "filter"), &s->filter) != 0) return -1;
     (void)col;
     return 0;
 }
 
-/* Run the search on every shard and merge; *out sorted best first. */
+/* One shard's part of a search (its hits at hits + i * k). */
+typedef struct search_fan {
+    acol *col;
+    search_req *s;
+    uint32_t k;
+    vx_shard_hit *hits;
+    uint32_t got[VX_RT_MAX_SHARDS];
+    int rc[VX_RT_MAX_SHARDS];
+} search_fan;
+
+static void search_part(void *arg, unsigned i)
+{
+    search_fan *f = arg;
+    search_req *s = f->s;
+    int rc = 0;
+    if (s->consistent) rc = f->col->be->barrier(f->col->h, i, 10000);
+    if (rc == 0) {
+        vx_read_opts ro = {s->shard_timeout_ms, s->any_replica};
+        rc = f->col->be->search(f->col->h, i, s->vector, f->k, &s->params, s->filter, &ro,
+                                f->hits + (size_t)i * f->k, &f->got[i]);
+    }
+    f->rc[i] = rc;
+}
+
+/* Run the search on every shard, in parallel, and merge; *out sorted best
+ * first.  A shard that fails or misses its deadline fails the request,
+ * unless it allows partial results (then the answer says which shards are
+ * missing). */
 static int run_search(ctx *c, acol *col, search_req *s, scored **out, size_t *n)
 {
     uint32_t ns = col_shards(col);
@@ -1384,27 +1471,40 @@ static int run_search(ctx *c, acol *col, search_req *s, scored **out, size_t *n)
         *n = 0;
         return 0;
     }
-    vx_shard_hit *hits = malloc((size_t)k * sizeof(vx_shard_hit));
+    vx_shard_hit *hits = malloc((size_t)k * ns * sizeof(vx_shard_hit));
     scored *all = malloc((size_t)k * ns * sizeof(scored) + sizeof(scored));
     if (hits == NULL || all == NULL) {
         free(hits);
         free(all);
         return fail_rc(c, VX_ENOMEM, "search");
     }
+    search_fan f = {col, s, k, hits, {0}, {0}};
+    vx_fanout_run(c->api->fan, ns, search_part, &f);
     size_t m = 0;
     int rc = 0;
-    for (uint32_t i = 0; i < ns && rc == 0; i++) {
-        if (s->consistent && (rc = col->be->barrier(col->h, i, 10000)) != 0) break;
-        uint32_t got = 0;
-        rc = col->be->search(col->h, i, s->vector, k, &s->params, s->filter, hits, &got);
-        for (uint32_t j = 0; j < got; j++)
-            all[m++] = (scored){hits[j], score_of(cfg->metric, hits[j].distance), NULL};
+    char failed[256] = "";
+    size_t flen = 0;
+    for (uint32_t i = 0; i < ns; i++) {
+        if (f.rc[i] != 0) {
+            if (rc == 0) rc = f.rc[i];
+            flen += (size_t)snprintf(failed + flen, sizeof failed - flen, "%s%u", flen ? "," : "", i);
+            if (flen >= sizeof failed) flen = sizeof failed - 1;
+            continue;
+        }
+        for (uint32_t j = 0; j < f.got[i]; j++) {
+            vx_shard_hit *h = &hits[(size_t)i * k + j];
+            all[m++] = (scored){*h, score_of(cfg->metric, h->distance), NULL};
+        }
     }
     free(hits);
-    if (rc != 0) {
+    if (rc != 0 && !(s->allow_partial && m > 0 && rc != VX_EINVAL && rc != VX_EDIM)) {
         free(all);
-        return fail_rc(c, rc, "search");
+        char what[320];
+        snprintf(what, sizeof what, "search: shard(s) [%s] of %u did not answer%s", failed, ns,
+                 rc == VX_EIO ? " in time (add ?partial=true to accept the others' results)" : "");
+        return fail_rc(c, rc, what);
     }
+    if (rc != 0) snprintf(c->partial, sizeof c->partial, "%s", failed); /* marked in the answer */
     qsort(all, m, sizeof(scored), scored_cmp);
     if (s->has_threshold) {
         size_t w = 0;

@@ -26,6 +26,7 @@ typedef struct vx_api_limits {
     uint32_t max_json_depth;  /* nesting of any request body */
     uint32_t slow_query_ms;   /* requests slower than this are logged */
     int write_timeout_ms;     /* commit + apply wait */
+    int shard_timeout_ms;     /* a search's per-shard deadline (0: the backend's) */
 } vx_api_limits;
 
 void vx_api_limits_default(vx_api_limits *l);

@@ -37,6 +37,12 @@ typedef struct vx_bfilter {
     const char *json;
 } vx_bfilter;
 
+/* How a read may be served. */
+typedef struct vx_read_opts {
+    int timeout_ms;   /* the shard's deadline; 0: the backend's default */
+    bool any_replica; /* a follower may answer (no read-your-writes) */
+} vx_read_opts;
+
 typedef struct vx_bshard_stats {
     uint64_t points, indexed, backlog, applied;
     bool leader;                 /* local: this process leads the shard */
@@ -67,8 +73,9 @@ typedef struct vx_backend {
     int (*propose)(vx_bcol *c, uint32_t i, uint8_t *cmd, size_t len, int timeout_ms, int *status,
                    char *errbuf);
     int (*barrier)(vx_bcol *c, uint32_t i, int timeout_ms);
+    /* ro may be NULL (defaults); a missed deadline is VX_EIO */
     int (*search)(vx_bcol *c, uint32_t i, const float *q, uint32_t k, const vx_search_params *p,
-                  const vx_bfilter *f, vx_shard_hit *out, uint32_t *n);
+                  const vx_bfilter *f, const vx_read_opts *ro, vx_shard_hit *out, uint32_t *n);
     /* vec (dim floats) may be NULL; *payload malloc'd; VX_ENOTFOUND if absent */
     int (*get)(vx_bcol *c, uint32_t i, const vx_point_id *id, float *vec, char **payload,
                uint64_t *version);

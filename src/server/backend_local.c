@@ -51,8 +51,9 @@ static int l_propose(vx_bcol *c, uint32_t i, uint8_t *cmd, size_t len, int timeo
 static int l_barrier(vx_bcol *c, uint32_t i, int timeout_ms) { return vx_collection_barrier(col(c), i, timeout_ms); }
 
 static int l_search(vx_bcol *c, uint32_t i, const float *q, uint32_t k, const vx_search_params *p,
-                    const vx_bfilter *f, vx_shard_hit *out, uint32_t *n)
+                    const vx_bfilter *f, const vx_read_opts *ro, vx_shard_hit *out, uint32_t *n)
 {
+    (void)ro; /* in process: no deadline to keep, the shard is this replica */
     vx_shard *sh = vx_collection_shard_acquire(col(c), i);
     int rc = vx_shard_search_filtered(sh, q, k, p, f ? f->expr : NULL, out, n);
     vx_collection_shard_release(col(c), i);

@@ -113,7 +113,8 @@ if [ "${VX_API_TARGET:-serve}" = cluster ]; then
   # below Linux's ephemeral range picked from the seed.
   BASE=$((20000 + (VX_SEED % 240) * 50))
   echo "run.sh: starting a local cluster in $DATA (ports $BASE..$((BASE + 40)))"
-  if ! URL=$(GW_FLAGS="--max-body-bytes 8388608 --conn-timeout-s 2" \
+  # a generous per-shard search deadline: this machine runs 7 processes and node
+  if ! URL=$(GW_FLAGS="--max-body-bytes 8388608 --conn-timeout-s 2 --shard-timeout-ms 5000" \
       "$HERE/../../scripts/cluster.sh" up --dir "$DATA" --base-port "$BASE" --bin "$BIN" | tail -n 1); then
     for f in "$DATA"/*.log; do echo "----- $f" >&2; tail -n 20 "$f" >&2; done
     "$HERE/../../scripts/cluster.sh" down --dir "$DATA" || true
@@ -131,6 +132,12 @@ if [ "${VX_API_TARGET:-serve}" = cluster ]; then
   }
   echo "run.sh: cluster ready, gateway on $VECTRON_URL"
 else
+"$BIN" serve --data-dir "$DATA" --http-port "$PORT" --max-body-bytes 8388608 --conn-timeout-s 2 \
+  >"$LOG" 2>&1 &
+SERVER_PID=$!
+export VECTRON_URL="http://127.0.0.1:$PORT"
+echo "run.sh: started $BIN serve (pid $SERVER_PID) on $VECTRON_URL, data in $DATA"
+
 # Poll /readyz until 200, the server exits, or the deadline passes.
 if ! node - "$VECTRON_URL" "$SERVER_PID" "${VX_START_TIMEOUT:-60}" <<'JS'
 const [url, pid, secs] = process.argv.slice(2);

@@ -250,7 +250,7 @@ static cluster *cluster_new(int groups, int writers, int points, int batch)
     cluster *c = calloc(1, sizeof(*c));
     snprintf(c->root, sizeof c->root, "/tmp/vx_cluster_XXXXXX");
     assert_non_null(mkdtemp(c->root));
-    int base = 30000 + (int)((unsigned)getpid() % 3000) * 10;
+    int base = 10000 + (int)((unsigned)getpid() % 500) * 10; /* below the ephemeral range */
     snprintf(c->peers, sizeof c->peers, "127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", base, base + 1,
              base + 2);
     c->groups = groups;
