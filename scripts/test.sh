@@ -36,6 +36,8 @@ section "API tests: the real Qdrant JS client and LangChain against vectron serv
 bash "$ROOT/tests/api/run.sh" "$ROOT/build/vectron"
 section "API tests again, through vectron gateway in front of a 3-PD, 3-worker cluster"
 VX_API_TARGET=cluster bash "$ROOT/tests/api/run.sh" "$ROOT/build/vectron"
+section "the gateway: same answers as serve, shard deadlines, kill -9 of a shard leader under ingest"
+bash "$ROOT/tests/api/cluster/run.sh" "$ROOT/build/vectron"
 section "durability: kill -9 and SIGTERM restarts of vectron serve"
 bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron"
 
