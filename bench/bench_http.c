@@ -37,7 +37,7 @@
 #include <unistd.h>
 
 typedef struct opts {
-    const char *server, *base, *query, *gt;
+    const char *server, *url, *base, *query, *gt;
     unsigned conns, writers, ef, k;
     const char *only; /* "ingest", "search" or NULL: both */
     size_t n128, n768;
@@ -379,7 +379,9 @@ static void usage(FILE *out)
 {
     fputs("usage: vectron-bench http --server PATH/TO/vectron --base B.fvecs --query Q.fvecs\n"
           "                          --gt G.ivecs [--ef 64] [--conns 8] [--writers 4]\n"
-          "                          [--n768 20000] [--port 16500] [--only ingest|search]\n",
+          "                          [--n768 20000] [--port 16500] [--only ingest|search]\n"
+          "       --url URL instead of --server: measure a running server or gateway\n"
+          "       (e.g. scripts/cluster.sh up); its collections are replaced\n",
           out);
 }
 
@@ -395,6 +397,7 @@ int bench_http_main(int argc, char **argv)
         if (v == NULL) return bench_usage_error("%s needs a value", a);
         i++;
         if (strcmp(a, "--server") == 0) o.server = v;
+        else if (strcmp(a, "--url") == 0) o.url = v;
         else if (strcmp(a, "--base") == 0) o.base = v;
         else if (strcmp(a, "--query") == 0) o.query = v;
         else if (strcmp(a, "--gt") == 0) o.gt = v;
@@ -406,7 +409,7 @@ int bench_http_main(int argc, char **argv)
         else if (strcmp(a, "--only") == 0) o.only = v;
         else return bench_usage_error("unknown option %s", a);
     }
-    if (!o.server || !o.base || !o.query || !o.gt) {
+    if ((!o.server && !o.url) || !o.base || !o.query || !o.gt) {
         usage(stderr);
         return 2;
     }
@@ -419,8 +422,10 @@ int bench_http_main(int argc, char **argv)
         vx_fvecs_read(o.query, 0, &q, &nq, &dq, err) != 0 ||
         vx_ivecs_read(o.gt, 0, &gt, &ngt, &gk, err) != 0)
         bench_fail("reading data: %s", err);
-    char dir[64];
-    pid_t pid = start_server(&o, dir);
+    char dir[64] = "";
+    pid_t pid = -1;
+    if (o.url) snprintf(g_url, sizeof g_url, "%s", o.url);
+    else pid = start_server(&o, dir);
     /* 768-d Gaussian vectors for the wide ingest */
     float *wide = malloc(o.n768 * 768 * sizeof(float));
     unsigned long long s = 12345;
@@ -440,12 +445,14 @@ int bench_http_main(int argc, char **argv)
         run_ingest(&o, base, d, nb, 1000, "sift");
         run_search(&o, base, nb, q, nq, d, gt, gk);
     }
-    kill(pid, SIGTERM);
-    int st;
-    waitpid(pid, &st, 0);
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf %s %s.log", dir, dir);
-    if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);
+    if (pid > 0) {
+        kill(pid, SIGTERM);
+        int st;
+        waitpid(pid, &st, 0);
+        char cmd[160];
+        snprintf(cmd, sizeof cmd, "rm -rf %s %s.log", dir, dir);
+        if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);
+    }
     free(wide);
     free(base);
     free(q);

@@ -187,9 +187,15 @@ test('kill -9 of a shard leader during a 4-writer ingest: writes resume within 5
   };
   const writers = [writer(), writer(), writer(), writer()];
   for (const t0 = Date.now(); acked.size < 1000; await sleep(20)) assert.ok(Date.now() - t0 < 30000, 'slow ingest');
-  const topo = admin(c, 'topology');
-  const col = topo.collections.find((x) => x.name === 'ingest');
-  const leader = topo.leaders[String(col.shards[0].group)];
+  // the shard's leader as the PD last heard it (heartbeats: up to 5 s)
+  let topo, col, leader;
+  for (const t0 = Date.now(); ; await sleep(200)) {
+    topo = admin(c, 'topology');
+    col = topo.collections.find((x) => x.name === 'ingest');
+    leader = topo.leaders[String(col.shards[0].group)];
+    if (leader) break;
+    assert.ok(Date.now() - t0 < 20000, 'no leader reported for the shard within 20 s');
+  }
   const w = topo.workers.find((x) => x.id === leader);
   const node = `w${Number(w.rpc.split(':')[1]) - (c.base + 29)}`;
   maxGap = 0;
