@@ -4,6 +4,7 @@
  *   vectron admin --pd HOST:PORT[,HOST:PORT...] COMMAND [ARGS]
  *
  *   status                       leader, term, workers, collections, moves (JSON)
+ *   shards COLLECTION            every replica asked directly: leader, term, applied, points
  *   topology                     the routing table gateways use (JSON)
  *   collections                  collection names
  *   create NAME [--shards N] [--replication N] [--config JSON]
@@ -23,6 +24,9 @@
 #include "base/err.h"
 #include "pd/decide.h"
 #include "pd/pdrpc.h"
+#include "rpc/rpc.h"
+#include "worker.pb-c.h"
+#include "worker/worker.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -37,7 +41,7 @@ static void admin_usage(FILE *out)
 {
     fprintf(out,
             "usage: vectron admin --pd HOST:PORT[,...] COMMAND [ARGS]\n\n"
-            "  status | topology | collections\n"
+            "  status | topology | collections | shards COLLECTION\n"
             "  create NAME [--shards N] [--replication N] [--config JSON]\n"
             "  delete NAME\n"
             "  index COLLECTION FIELD TYPE | unindex COLLECTION FIELD\n"
@@ -192,6 +196,58 @@ int vx_admin_main(int argc, char **argv)
                 for (size_t k = 0; k < nw; k++) cJSON_AddItemToArray(wa, worker_json(ws[k]));
                 cJSON *ca = cJSON_AddArrayToObject(o, "collections");
                 for (size_t k = 0; k < nc; k++) cJSON_AddItemToArray(ca, collection_json(cs[k]));
+            }
+            print_json(o);
+        }
+    } else if (!strcmp(cmd, "shards") && i + 1 == argc) {
+        /* every replica of every shard of a collection, asked directly */
+        Vxpd__TopologyRequest tr = VXPD__TOPOLOGY_REQUEST__INIT;
+        rc = vx_pd_client_call(addrs, n, secret, VX_PD_GET_TOPOLOGY, &tr.base, &vxpd__topology__descriptor, &resp,
+                               TIMEOUT_MS, err);
+        const Vxpd__Topology *t = rc == 0 ? (const Vxpd__Topology *)resp : NULL;
+        const Vxpd__Collection *col = NULL;
+        for (size_t k = 0; t && k < t->n_collections; k++)
+            if (!strcmp(t->collections[k]->name, argv[i])) col = t->collections[k];
+        if (t && col == NULL) {
+            rc = VX_ENOTFOUND;
+            snprintf(err, sizeof err, "no collection %s", argv[i]);
+        }
+        if (col) {
+            cJSON *o = cJSON_CreateArray();
+            for (size_t k = 0; k < col->n_shards; k++) {
+                const Vxpd__Shard *sh = col->shards[k];
+                for (size_t r = 0; r < sh->n_replicas; r++) {
+                    const char *addr = NULL;
+                    for (size_t q = 0; q < t->n_workers; q++)
+                        if (t->workers[q]->id == sh->replicas[r]->worker) addr = t->workers[q]->rpc_address;
+                    cJSON *e = cJSON_CreateObject();
+                    cJSON_AddNumberToObject(e, "group", (double)sh->group_id);
+                    cJSON_AddNumberToObject(e, "shard", sh->index);
+                    cJSON_AddNumberToObject(e, "worker", (double)sh->replicas[r]->worker);
+                    Vxw__ShardInfoRequest q = VXW__SHARD_INFO_REQUEST__INIT;
+                    q.group_id = sh->group_id;
+                    uint8_t qb[32];
+                    size_t ql = vxw__shard_info_request__pack(&q, qb);
+                    int32_t st = -1;
+                    uint8_t *ob = NULL;
+                    size_t ol = 0;
+                    char rerr[VX_RPC_ERRMSG_LEN];
+                    Vxw__ShardInfo *si = NULL;
+                    if (addr && vx_rpc_call_once(addr, secret ? secret : "", secret ? strlen(secret) : 0,
+                                                 VX_W_SHARD_INFO, qb, ql, 3000, &st, &ob, &ol, rerr) == 0 &&
+                        st == 0)
+                        si = vxw__shard_info__unpack(NULL, ol, ob);
+                    free(ob);
+                    cJSON_AddBoolToObject(e, "reachable", si != NULL);
+                    if (si) {
+                        cJSON_AddBoolToObject(e, "leader", si->leader);
+                        cJSON_AddNumberToObject(e, "term", (double)si->term);
+                        cJSON_AddNumberToObject(e, "applied", (double)si->applied);
+                        cJSON_AddNumberToObject(e, "points", (double)si->count);
+                        vxw__shard_info__free_unpacked(si, NULL);
+                    }
+                    cJSON_AddItemToArray(o, e);
+                }
             }
             print_json(o);
         }

@@ -64,6 +64,7 @@ typedef struct hosted {
     uint64_t drop_since; /* not listed for this worker since (ms; 0: listed) */
     uint64_t last_transfer;
     uint64_t last_err_log;
+    uint64_t read_term; /* a barrier of this term applied: leader reads see every commit */
     char dir[600];
 } hosted;
 
@@ -614,6 +615,7 @@ typedef struct wreq {
     uint32_t method;
     uint8_t *payload; /* the request, kept for the job */
     size_t len;
+    uint64_t term; /* a read's barrier: the term it was issued in */
 } wreq;
 
 static void write_done(struct raft_apply *req, int status, void *result)
@@ -697,13 +699,19 @@ static void submit_job(worker *w, wreq *r)
 static void read_barrier_done(struct raft_barrier *req, int status)
 {
     wreq *r = req->data;
+    hosted *h = r->h;
     if (status != 0) {
         reply_err(r->call, VX_PD_NOT_LEADER, "", "leadership not confirmed: %s", raft_strerror(status));
         free(r->payload);
         free(r);
+        atomic_fetch_sub(&h->refs, 1);
         return;
     }
-    submit_job(r->h->w, r);
+    /* everything committed before the barrier is applied here: this term's
+     * reads need no barrier any more */
+    if (h->raft->current_term == r->term && r->term > h->read_term) h->read_term = r->term;
+    submit_job(h->w, r);
+    atomic_fetch_sub(&h->refs, 1);
 }
 
 /* Reads: route to the pool, after the leadership checks the request asks for. */
@@ -792,9 +800,17 @@ static void on_read(worker *w, vx_rpc_call *call, uint32_t method, const uint8_t
         free(r->payload);
         r->payload = (uint8_t *)info;
     }
+    /* A new leader may not have applied every entry committed before its
+     * term: until a barrier of its term has applied, leader reads wait for
+     * one (read-your-writes across leader changes); later ones go straight
+     * to the shard. */
+    if (!allow_follower && leads(h) && h->read_term != h->raft->current_term) linearizable = true;
     if (linearizable) {
         r->barrier.data = r;
+        r->term = h->raft->current_term;
+        atomic_fetch_add(&h->refs, 1);
         if (raft_barrier(h->raft, &r->barrier, read_barrier_done) != 0) {
+            atomic_fetch_sub(&h->refs, 1);
             reply_err(call, VX_PD_NOT_LEADER, leader_rpc(w, h), "not the leader of shard %" PRIu64, gid);
             free(r->payload);
             free(r);
