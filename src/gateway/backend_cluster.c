@@ -23,9 +23,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CALL_TIMEOUT_MS 10000
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 #define READY_TIMEOUT_MS 30000
 #define SCAN_PAGE 1000
 
@@ -231,8 +239,19 @@ static int c_propose(vx_bcol *b, uint32_t i, uint8_t *cmd, size_t len, int timeo
     r.command.len = len;
     ProtobufCMessage *resp = NULL;
     char err[VX_CLUSTER_ERRMSG_LEN];
-    int rc = vx_cluster_shard_call(b->cl, r.group_id, VX_W_WRITE, &r.base, &vxw__write_response__descriptor, &resp,
-                                   true, timeout_ms, err);
+    /* A shard whose index is far behind refuses writes before proposing
+     * them (VX_EFULL): wait and send again, as vectron serve's writers wait,
+     * within the write's deadline.  Nothing was applied, so this is safe. */
+    long long deadline = mono_ms() + timeout_ms;
+    int rc, pause = 5;
+    for (;;) {
+        long long left = deadline - mono_ms();
+        rc = vx_cluster_shard_call(b->cl, r.group_id, VX_W_WRITE, &r.base, &vxw__write_response__descriptor, &resp,
+                                   true, (int)(left > 1 ? left : 1), err);
+        if (rc != VX_EFULL || mono_ms() + pause >= deadline) break;
+        usleep((useconds_t)pause * 1000);
+        if (pause < 100) pause *= 2;
+    }
     free(cmd);
     *status = 0;
     if (rc == 0) {
