@@ -38,6 +38,8 @@ static void gw_usage(FILE *out)
             "  --conn-timeout-s N     idle connections are closed after this (default 30)\n"
             "  --http-threads N       connection limit / 64 (default 16)\n"
             "  --topology-ttl-ms N    routing table cache lifetime (default 2000)\n"
+            "  --cache-mb N           search result cache, TinyLFU (default 64; 0: off)\n"
+            "  --cache-ttl-ms N       a cached answer's lifetime (default 200)\n"
             "  --shard-timeout-ms N   a search's deadline per shard (default 50; per request:\n"
             "                         ?timeout=SECONDS; ?partial=true answers without late shards)\n"
             "  --log-level L          debug, info, warn, error (default info)\n\n"
@@ -57,7 +59,8 @@ static bool num_flag(const char *v, unsigned long max, unsigned long *out)
 int vx_gateway_main(int argc, char **argv)
 {
     const char *pd = NULL, *host = "127.0.0.1", *level = "info";
-    unsigned long port = 6333, max_body = 32ul << 20, conn_timeout = 30, threads = 16, ttl = 2000, shard_ms = 50;
+    unsigned long port = 6333, max_body = 32ul << 20, conn_timeout = 30, threads = 16, ttl = 2000, shard_ms = 50, cache_mb = 64,
+                  cache_ttl = 200;
     for (int i = 0; i < argc; i += 2) { /* flag value pairs */
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
@@ -78,6 +81,8 @@ int vx_gateway_main(int argc, char **argv)
         else if (!strcmp(f, "--http-threads")) ok = num_flag(v, 1024, &threads) && threads > 0;
         else if (!strcmp(f, "--topology-ttl-ms")) ok = num_flag(v, 600000, &ttl) && ttl > 0;
         else if (!strcmp(f, "--shard-timeout-ms")) ok = num_flag(v, 3600000, &shard_ms) && shard_ms > 0;
+        else if (!strcmp(f, "--cache-mb")) ok = num_flag(v, 1ul << 20, &cache_mb);
+        else if (!strcmp(f, "--cache-ttl-ms")) ok = num_flag(v, 3600000, &cache_ttl) && cache_ttl > 0;
         else {
             fprintf(stderr, "vectron gateway: unknown flag %s (see vectron gateway --help)\n", f);
             return 2;
@@ -120,6 +125,8 @@ int vx_gateway_main(int argc, char **argv)
     vx_api_limits_default(&lim);
     lim.max_body_bytes = max_body;
     lim.shard_timeout_ms = (int)shard_ms;
+    lim.cache_bytes = cache_mb << 20;
+    lim.cache_ttl_ms = (unsigned)cache_ttl;
     vx_api *api = NULL;
     vx_http *http = NULL;
     int rc = vx_api_new(&be, &lim, metrics, &api);

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "server/api.h"
 #include "server/fanout.h"
+#include "server/rcache.h"
 #include "server/fastjson.h"
 
 #include "base/err.h"
@@ -41,6 +42,7 @@
 struct vx_api {
     vx_backend be;
     vx_fanout *fan; /* a request's per-shard parts in parallel */
+    vx_rcache *cache; /* search results (NULL: off) */
     vx_api_limits lim;
     struct vx_metrics *metrics;
 };
@@ -67,6 +69,11 @@ int vx_api_new(const vx_backend *be, const vx_api_limits *lim, struct vx_metrics
         free(a);
         return VX_ENOMEM;
     }
+    if (vx_rcache_new(lim->cache_bytes, lim->cache_ttl_ms, &a->cache) != 0) {
+        vx_fanout_free(a->fan);
+        free(a);
+        return VX_ENOMEM;
+    }
     a->metrics = metrics;
     *out = a;
     return 0;
@@ -75,6 +82,7 @@ int vx_api_new(const vx_backend *be, const vx_api_limits *lim, struct vx_metrics
 void vx_api_free(vx_api *api)
 {
     if (api == NULL) return;
+    vx_rcache_free(api->cache);
     vx_fanout_free(api->fan);
     free(api);
 }
@@ -1791,6 +1799,24 @@ static int h_metrics(ctx *c)
         free(text);
     }
     collection_metrics(c, &b);
+    if (c->api->cache) {
+        vx_rcache_stats st;
+        vx_rcache_stats_get(c->api->cache, &st);
+        static const char *const names[][2] = {
+            {"vectron_cache_hits_total", "searches answered from the result cache"},
+            {"vectron_cache_misses_total", "searches computed (leaders of coalesced groups included)"},
+            {"vectron_cache_coalesced_total", "searches that shared an identical one in flight"},
+            {"vectron_cache_admitted_total", "answers admitted by TinyLFU"},
+            {"vectron_cache_rejected_total", "answers TinyLFU kept out"},
+            {"vectron_cache_evicted_total", "entries evicted for room"},
+            {"vectron_cache_entries", "entries now"},
+            {"vectron_cache_bytes", "bytes now"},
+        };
+        uint64_t v[] = {st.hits, st.misses, st.coalesced, st.admitted, st.rejected, st.evicted, st.entries, st.bytes};
+        for (size_t i = 0; i < 8; i++)
+            jb_printf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", names[i][0], names[i][1], names[i][0],
+                      i < 6 ? "counter" : "gauge", names[i][0], v[i]);
+    }
     set_body(c->res, &b, 200, "text/plain; version=0.0.4; charset=utf-8");
     return 0;
 }
@@ -1872,6 +1898,44 @@ static int route(ctx *c, const char *m, char **s, size_t n)
     return fail(c, 404, "Not found: no route %s %s", m, c->req->path);
 }
 
+/* The collection a request is about and whether it is a search (cached)
+ * or a change (invalidates the collection's cached results). */
+static const char *classify(const vx_api_request *req, char **seg, size_t n, bool *search, bool *change)
+{
+    *search = *change = false;
+    size_t o = n >= 1 && is(seg[0], "v1") ? 1 : 0;
+    if (n < o + 2 || !is(seg[o], "collections")) return NULL;
+    const char *m = req->method;
+    if (n >= o + 4 && is(seg[o + 2], "points") && is(m, "POST") &&
+        (is(seg[o + 3], "search") || is(seg[o + 3], "query")) && n == o + 4)
+        *search = true;
+    else if (!is(m, "GET") && !(n == o + 4 && is(m, "POST") && (is(seg[o + 3], "scroll") || is(seg[o + 3], "count"))) &&
+             !(n == o + 3 && is(m, "POST") && is(seg[o + 2], "points")) /* retrieve */)
+        *change = true;
+    if (o == 1 && n == 3 && is(seg[2], "points") && is(m, "POST")) *change = true; /* v1 upsert */
+    return seg[o + 1];
+}
+
+/* The cache key: the route, the arguments that change the answer, the body. */
+static char *cache_key(const vx_api_request *req, size_t *len)
+{
+    static const char *const args[] = {"consistency", "timeout", "partial"};
+    size_t n = strlen(req->method) + strlen(req->path) + req->body_len + 8;
+    const char *v[3];
+    for (int i = 0; i < 3; i++) {
+        v[i] = req->get_arg ? req->get_arg(req->arg_ctx, args[i]) : NULL;
+        n += (v[i] ? strlen(v[i]) : 0) + 2;
+    }
+    char *k = malloc(n), *p = k;
+    if (k == NULL) return NULL;
+    p += sprintf(p, "%s %s", req->method, req->path);
+    for (int i = 0; i < 3; i++) p += sprintf(p, "\n%s", v[i] ? v[i] : "");
+    *p++ = '\n';
+    memcpy(p, req->body, req->body_len);
+    *len = (size_t)(p - k) + req->body_len;
+    return k;
+}
+
 void vx_api_handle(vx_api *api, const vx_api_request *req, vx_api_response *res)
 {
     memset(res, 0, sizeof(*res));
@@ -1890,7 +1954,31 @@ void vx_api_handle(vx_api *api, const vx_api_request *req, vx_api_response *res)
         res->route = "unknown";
         fail(&c, 404, "Not found: no route %s %s", req->method, req->path);
     } else {
-        route(&c, req->method, seg, n);
+        bool search = false, change = false;
+        const char *coll = api->cache ? classify(req, seg, n, &search, &change) : NULL;
+        char *key = NULL;
+        size_t klen = 0;
+        vx_rcache_token *tok = NULL;
+        vx_rcache_outcome oc = VX_RC_MISS;
+        char cname[512];
+        if (coll) snprintf(cname, sizeof cname, "%s", coll);
+        if (coll && search && (key = cache_key(req, &klen)) != NULL) {
+            char *body;
+            size_t blen;
+            oc = vx_rcache_lookup(api->cache, cname, key, klen, &body, &blen, &tok);
+            if (oc == VX_RC_HIT) {
+                res->route = "search_cached";
+                res->status = 200;
+                res->content_type = "application/json";
+                res->body = body;
+                res->len = blen;
+            }
+        }
+        if (oc != VX_RC_HIT) route(&c, req->method, seg, n);
+        if (oc == VX_RC_LEAD)
+            vx_rcache_finish(api->cache, tok, res->status == 200 && !c.partial[0] ? res->body : NULL, res->len);
+        if (coll && change) vx_rcache_invalidate(api->cache, cname); /* after the write completed */
+        free(key);
     }
     cJSON_Delete(c.body);
     free(path);

@@ -27,6 +27,8 @@ typedef struct vx_api_limits {
     uint32_t slow_query_ms;   /* requests slower than this are logged */
     int write_timeout_ms;     /* commit + apply wait */
     int shard_timeout_ms;     /* a search's per-shard deadline (0: the backend's) */
+    size_t cache_bytes;       /* search result cache (server/rcache.h); 0: off */
+    unsigned cache_ttl_ms;    /* its entries' lifetime (default 200) */
 } vx_api_limits;
 
 void vx_api_limits_default(vx_api_limits *l);

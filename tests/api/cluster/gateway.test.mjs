@@ -159,6 +159,32 @@ test('a shard that cannot answer fails a search, or is named in a partial answer
   assert.equal(back.length, 5);
 });
 
+async function metric(name) {
+  const text = await (await fetch(`${c.url}/metrics`)).text();
+  const m = text.match(new RegExp(`^${name} (\\d+)$`, 'm'));
+  return m ? Number(m[1]) : NaN;
+}
+
+test('the result cache: repeated searches are hits, and a hit is never older than an acknowledged write', async () => {
+  await gw.createCollection('cache', { vectors: { size: DIM, distance: 'Euclid' }, shard_number: 2, replication_factor: 2 });
+  await gw.upsert('cache', { wait: true, points: points(300, rng(SEED + 4)) });
+  const vector = Array.from({ length: DIM }, () => 0.5);
+  const h0 = await metric('vectron_cache_hits_total');
+  const first = await gw.search('cache', { vector, limit: 3 });
+  const again = await gw.search('cache', { vector, limit: 3 });
+  assert.deepEqual(again.map((p) => p.id), first.map((p) => p.id));
+  assert.ok((await metric('vectron_cache_hits_total')) > h0, 'the repeated search was not a cache hit');
+  // each round: cache the answer, write a point closer than anything, search again
+  for (let i = 0; i < 40; i++) {
+    await gw.search('cache', { vector, limit: 1 });
+    const id = 100000 + i;
+    const v = vector.map((x) => x + (40 - i) * 1e-4);
+    await gw.upsert('cache', { wait: true, points: [{ id, vector: v, payload: { round: i } }] });
+    const after = await gw.search('cache', { vector, limit: 1 });
+    assert.equal(after[0].id, id, `round ${i}: the search after an acknowledged write returned ${after[0].id}`);
+  }
+});
+
 test('kill -9 of a shard leader during a 4-writer ingest: writes resume within 5 s, nothing acknowledged is lost', async () => {
   await gw.createCollection('ingest', { vectors: { size: DIM, distance: 'Cosine' }, shard_number: 2, replication_factor: 3 });
   const acked = new Set();
