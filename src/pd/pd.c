@@ -232,12 +232,17 @@ static void mem_clear(vx_pd *pd)
     pd->nwatch = 0;
 }
 
-/* The freshest report of a shard's Raft leader (highest term). */
+/* The freshest report of a shard's Raft leader (highest term), from the
+ * workers heard within the heartbeat timeout: a dead worker's last report
+ * says it leads until the others' reports outrank it, and routing must not
+ * follow it meanwhile. */
 static const Vxpd__ShardReport *leader_report(vx_pd *pd, uint64_t gid, uint64_t *worker)
 {
     const Vxpd__ShardReport *best = NULL;
+    uint64_t now = now_ms(pd);
     for (size_t i = 0; i < pd->nmem; i++) {
         const Vxpd__HeartbeatRequest *hb = pd->mem[i].hb;
+        if (now - pd->mem[i].last_hb_ms > 2 * VX_PD_HEARTBEAT_INTERVAL_MS) continue; /* silent */
         for (size_t j = 0; hb && j < hb->n_shards; j++) {
             const Vxpd__ShardReport *r = hb->shards[j];
             if (r->group_id == gid && r->leader && (best == NULL || r->term > best->term)) {
