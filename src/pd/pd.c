@@ -87,38 +87,11 @@ static uint64_t now_ms(vx_pd *pd) { return uv_now(pd->loop); }
 
 /* ---- replies ------------------------------------------------------------------------- */
 
-static void reply_msg(vx_rpc_call *call, int32_t status, const ProtobufCMessage *m)
-{
-    size_t n = protobuf_c_message_get_packed_size(m);
-    uint8_t *b = malloc(n ? n : 1);
-    if (b == NULL) {
-        vx_rpc_reply(call, VX_ENOMEM, NULL, 0);
-        return;
-    }
-    protobuf_c_message_pack(m, b);
-    vx_rpc_reply(call, status, b, n);
-    free(b);
-}
-
-static void reply_err(vx_rpc_call *call, int32_t status, const char *leader, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void reply_err(vx_rpc_call *call, int32_t status, const char *leader, const char *fmt, ...)
-{
-    char msg[300];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    Vxpd__Error e = VXPD__ERROR__INIT;
-    e.message = msg;
-    e.leader_rpc_address = (char *)(leader ? leader : "");
-    reply_msg(call, status, &e.base);
-}
 
 static void reply_empty(vx_rpc_call *call)
 {
     Vxpd__Empty e = VXPD__EMPTY__INIT;
-    reply_msg(call, 0, &e.base);
+    vx_rpc_reply_msg(call, 0, &e.base);
 }
 
 static const char *peer_rpc(vx_pd *pd, uint64_t id)
@@ -162,13 +135,13 @@ static void apply_done(struct raft_apply *req, int status, void *result)
             fprintf(stderr, "pd: control step refused: %s\n", res->msg);
     } else if (status != 0) {
         if (status == RAFT_NOTLEADER || status == RAFT_LEADERSHIPLOST)
-            reply_err(p->call, VX_PD_NOT_LEADER, "", "leadership changed; retry");
+            vx_rpc_reply_err(p->call, VX_PD_NOT_LEADER, "", "leadership changed; retry");
         else
-            reply_err(p->call, VX_EIO, NULL, "the change was not committed: %s", raft_strerror(status));
+            vx_rpc_reply_err(p->call, VX_EIO, NULL, "the change was not committed: %s", raft_strerror(status));
     } else {
         const vx_pd_result *res = ring_result(pd, req->index);
         if (res == NULL)
-            reply_err(p->call, VX_EIO, NULL, "the result of entry %" PRIu64 " is gone", (uint64_t)req->index);
+            vx_rpc_reply_err(p->call, VX_EIO, NULL, "the result of entry %" PRIu64 " is gone", (uint64_t)req->index);
         else
             answer(pd, p, res);
     }
@@ -183,7 +156,7 @@ static int propose(vx_pd *pd, const Vxpd__Command *cmd, vx_rpc_call *call, uint3
     struct raft_buffer rb = {NULL, 0};
     if (p == NULL || vx_pd_entry(cmd, &rb) != 0) {
         free(p);
-        if (call) reply_err(call, VX_ENOMEM, NULL, "out of memory");
+        if (call) vx_rpc_reply_err(call, VX_ENOMEM, NULL, "out of memory");
         return VX_ENOMEM;
     }
     p->pd = pd;
@@ -195,7 +168,7 @@ static int propose(vx_pd *pd, const Vxpd__Command *cmd, vx_rpc_call *call, uint3
     if (rv != 0) {
         raft_free(rb.base);
         free(p);
-        if (call) reply_err(call, rv == RAFT_NOTLEADER ? VX_PD_NOT_LEADER : VX_EIO, "",
+        if (call) vx_rpc_reply_err(call, rv == RAFT_NOTLEADER ? VX_PD_NOT_LEADER : VX_EIO, "",
                             "cannot propose: %s", raft_strerror(rv));
         return VX_EIO;
     }
@@ -289,7 +262,7 @@ static void answer(vx_pd *pd, prop *p, const vx_pd_result *res)
 {
     const Vxpd__State *s = vx_pd_state_get(pd->st);
     if (res->status != 0) {
-        reply_err(p->call, res->status, NULL, "%s", res->msg);
+        vx_rpc_reply_err(p->call, res->status, NULL, "%s", res->msg);
         return;
     }
     switch (p->method) {
@@ -299,14 +272,14 @@ static void answer(vx_pd *pd, prop *p, const vx_pd_result *res)
         Vxpd__RegisterWorkerResponse r = VXPD__REGISTER_WORKER_RESPONSE__INIT;
         r.worker_id = res->value;
         r.epoch = s->epoch;
-        reply_msg(p->call, 0, &r.base);
+        vx_rpc_reply_msg(p->call, 0, &r.base);
         return;
     }
     case VX_PD_CREATE_COLLECTION: {
         Vxpd__CollectionResponse r = VXPD__COLLECTION_RESPONSE__INIT;
         r.collection = (Vxpd__Collection *)vx_pd_state_collection(pd->st, p->name);
         r.epoch = s->epoch;
-        reply_msg(p->call, 0, &r.base);
+        vx_rpc_reply_msg(p->call, 0, &r.base);
         return;
     }
     default:
@@ -322,7 +295,7 @@ static void start_barrier(vx_pd *pd);
 static bool serving(vx_pd *pd, vx_rpc_call *call)
 {
     if (pd->closing) {
-        reply_err(call, VX_PD_RETRY, NULL, "shutting down");
+        vx_rpc_reply_err(call, VX_PD_RETRY, NULL, "shutting down");
         return false;
     }
     if (raft_state(pd->raft) != RAFT_LEADER) {
@@ -330,12 +303,12 @@ static bool serving(vx_pd *pd, vx_rpc_call *call)
         const char *laddr = NULL;
         raft_leader(pd->raft, &lid, &laddr);
         const char *rpc = lid ? peer_rpc(pd, lid) : NULL;
-        reply_err(call, VX_PD_NOT_LEADER, rpc ? rpc : "", "not the leader");
+        vx_rpc_reply_err(call, VX_PD_NOT_LEADER, rpc ? rpc : "", "not the leader");
         return false;
     }
     if (pd->ready_term != pd->raft->current_term) {
         start_barrier(pd);
-        reply_err(call, VX_PD_RETRY, NULL, "new leader, not ready yet");
+        vx_rpc_reply_err(call, VX_PD_RETRY, NULL, "new leader, not ready yet");
         return false;
     }
     return true;
@@ -344,7 +317,7 @@ static bool serving(vx_pd *pd, vx_rpc_call *call)
 #define UNPACK(Type, fn, var, payload, len)                                                        \
     Type *var = fn##__unpack(NULL, len, payload);                                                  \
     if (var == NULL) {                                                                             \
-        reply_err(call, VX_EINVAL, NULL, "malformed request");                                     \
+        vx_rpc_reply_err(call, VX_EINVAL, NULL, "malformed request");                                     \
         return;                                                                                    \
     }
 
@@ -380,7 +353,7 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
     case VX_PD_DELETE_COLLECTION: {
         UNPACK(Vxpd__NameRequest, vxpd__name_request, req, payload, len);
         if (vx_pd_state_collection(pd->st, req->name) == NULL) {
-            reply_err(call, VX_ENOTFOUND, NULL, "no collection %s", req->name);
+            vx_rpc_reply_err(call, VX_ENOTFOUND, NULL, "no collection %s", req->name);
         } else {
             Vxpd__CmdDeleteCollection d = VXPD__CMD_DELETE_COLLECTION__INIT;
             d.name = req->name;
@@ -395,12 +368,12 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
         UNPACK(Vxpd__NameRequest, vxpd__name_request, req, payload, len);
         const Vxpd__Collection *c = vx_pd_state_collection(pd->st, req->name);
         if (c == NULL) {
-            reply_err(call, VX_ENOTFOUND, NULL, "no collection %s", req->name);
+            vx_rpc_reply_err(call, VX_ENOTFOUND, NULL, "no collection %s", req->name);
         } else {
             Vxpd__CollectionResponse r = VXPD__COLLECTION_RESPONSE__INIT;
             r.collection = (Vxpd__Collection *)c;
             r.epoch = vx_pd_state_get(pd->st)->epoch;
-            reply_msg(call, 0, &r.base);
+            vx_rpc_reply_msg(call, 0, &r.base);
         }
         vxpd__name_request__free_unpacked(req, NULL);
         return;
@@ -410,13 +383,13 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
         Vxpd__ListCollectionsResponse r = VXPD__LIST_COLLECTIONS_RESPONSE__INIT;
         char **names = calloc(s->n_collections ? s->n_collections : 1, sizeof *names);
         if (names == NULL) {
-            reply_err(call, VX_ENOMEM, NULL, "out of memory");
+            vx_rpc_reply_err(call, VX_ENOMEM, NULL, "out of memory");
             return;
         }
         for (size_t i = 0; i < s->n_collections; i++) names[i] = s->collections[i]->name;
         r.names = names;
         r.n_names = s->n_collections;
-        reply_msg(call, 0, &r.base);
+        vx_rpc_reply_msg(call, 0, &r.base);
         free(names);
         return;
     }
@@ -440,7 +413,7 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
         vxpd__worker_request__free_unpacked(req, NULL);
         const Vxpd__Worker *w = vx_pd_state_worker(pd->st, id);
         if (w == NULL) {
-            reply_err(call, VX_ENOTFOUND, NULL, "no worker %" PRIu64, id);
+            vx_rpc_reply_err(call, VX_ENOTFOUND, NULL, "no worker %" PRIu64, id);
             return;
         }
         vx_pd_cluster c;
@@ -450,7 +423,7 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
                 for (unsigned r = 0; r < c.shards[i].n; r++) held += c.shards[i].replicas[r].worker == id;
             vx_pd_cluster_free(&c);
             if (held > 0) {
-                reply_err(call, VX_ESTATE, NULL,
+                vx_rpc_reply_err(call, VX_ESTATE, NULL,
                           "worker %" PRIu64 " still holds %u replicas: drain it first", id, held);
                 return;
             }
@@ -479,11 +452,11 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
         cJSON_Delete(ja);
         cJSON_Delete(jb);
         if (prc == VX_ENOTFOUND) {
-            reply_err(call, VX_ENOTFOUND, NULL, "no collection %s", req->name);
+            vx_rpc_reply_err(call, VX_ENOTFOUND, NULL, "no collection %s", req->name);
         } else if (prc != 0) {
-            reply_err(call, VX_EINVAL, NULL, "collection config: %s", cerr);
+            vx_rpc_reply_err(call, VX_EINVAL, NULL, "collection config: %s", cerr);
         } else if (a.dim != b.dim || a.metric != b.metric) {
-            reply_err(call, VX_EINVAL, NULL, "a collection's vector size and distance cannot change");
+            vx_rpc_reply_err(call, VX_EINVAL, NULL, "a collection's vector size and distance cannot change");
         } else {
             Vxpd__CmdUpdateCollection uc = VXPD__CMD_UPDATE_COLLECTION__INIT;
             uc.name = req->name;
@@ -498,7 +471,7 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
     case VX_PD_PAYLOAD_INDEX: {
         UNPACK(Vxpd__PayloadIndexRequest, vxpd__payload_index_request, req, payload, len);
         if (vx_pd_state_collection(pd->st, req->collection) == NULL) {
-            reply_err(call, VX_ENOTFOUND, NULL, "no collection %s", req->collection);
+            vx_rpc_reply_err(call, VX_ENOTFOUND, NULL, "no collection %s", req->collection);
         } else {
             Vxpd__CmdPayloadIndex pi = VXPD__CMD_PAYLOAD_INDEX__INIT;
             pi.collection = req->collection;
@@ -513,7 +486,7 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
         return;
     }
     default:
-        reply_err(call, VX_EINVAL, NULL, "unknown method %u", method);
+        vx_rpc_reply_err(call, VX_EINVAL, NULL, "unknown method %u", method);
     }
 }
 
@@ -526,7 +499,7 @@ static void h_register(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, siz
     cmd.cmd_case = VXPD__COMMAND__CMD_REGISTER_WORKER;
     cmd.register_worker = &rw;
     if (req->worker == NULL)
-        reply_err(call, VX_EINVAL, NULL, "no worker in the request");
+        vx_rpc_reply_err(call, VX_EINVAL, NULL, "no worker in the request");
     else
         propose(pd, &cmd, call, VX_PD_REGISTER_WORKER, NULL);
     vxpd__register_worker_request__free_unpacked(req, NULL);
@@ -571,13 +544,13 @@ static void h_heartbeat(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, si
     UNPACK(Vxpd__HeartbeatRequest, vxpd__heartbeat_request, req, payload, len);
     const Vxpd__Worker *w = vx_pd_state_worker(pd->st, req->worker_id);
     if (w == NULL || w->state == VX_PD_REMOVED) {
-        reply_err(call, VX_ENOTFOUND, NULL, "worker %" PRIu64 " is not registered", req->worker_id);
+        vx_rpc_reply_err(call, VX_ENOTFOUND, NULL, "worker %" PRIu64 " is not registered", req->worker_id);
         vxpd__heartbeat_request__free_unpacked(req, NULL);
         return;
     }
     wmem *m = mem_get(pd, req->worker_id, true);
     if (m == NULL) {
-        reply_err(call, VX_ENOMEM, NULL, "out of memory");
+        vx_rpc_reply_err(call, VX_ENOMEM, NULL, "out of memory");
         vxpd__heartbeat_request__free_unpacked(req, NULL);
         return;
     }
@@ -594,7 +567,7 @@ static void h_heartbeat(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, si
         fill_topology(pd, &t, &mem);
         r.topology = &t;
     }
-    reply_msg(call, 0, &r.base);
+    vx_rpc_reply_msg(call, 0, &r.base);
     free(mem);
 }
 
@@ -603,7 +576,7 @@ static void h_topology(vx_pd *pd, vx_rpc_call *call)
     Vxpd__Topology t = VXPD__TOPOLOGY__INIT;
     void *mem = NULL;
     fill_topology(pd, &t, &mem);
-    reply_msg(call, 0, &t.base);
+    vx_rpc_reply_msg(call, 0, &t.base);
     free(mem);
 }
 
@@ -619,7 +592,7 @@ static void answer_watches(vx_pd *pd, bool all, int32_t status)
             pd->watches[kept++] = *w;
             continue;
         }
-        if (status != 0) reply_err(w->call, status, "", "no longer the leader");
+        if (status != 0) vx_rpc_reply_err(w->call, status, "", "no longer the leader");
         else h_topology(pd, w->call);
     }
     pd->nwatches = kept;
@@ -632,7 +605,7 @@ static void h_watch(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, size_t
 {
     Vxpd__TopologyRequest *req = vxpd__topology_request__unpack(NULL, len, payload);
     if (req == NULL) {
-        reply_err(call, VX_EINVAL, NULL, "malformed request");
+        vx_rpc_reply_err(call, VX_EINVAL, NULL, "malformed request");
         return;
     }
     uint64_t known = req->known_epoch;
@@ -673,7 +646,7 @@ static void h_create(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, size_
     uint64_t *placement = NULL;
     vx_pd_cluster c = {0};
     if (!valid_collection_name(req->name)) {
-        reply_err(call, VX_EINVAL, NULL, "bad collection name");
+        vx_rpc_reply_err(call, VX_EINVAL, NULL, "bad collection name");
         goto out;
     }
     const Vxpd__Collection *old = vx_pd_state_collection(pd->st, req->name);
@@ -681,11 +654,11 @@ static void h_create(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, size_
         Vxpd__CollectionResponse r = VXPD__COLLECTION_RESPONSE__INIT; /* a retry of this create */
         r.collection = (Vxpd__Collection *)old;
         r.epoch = vx_pd_state_get(pd->st)->epoch;
-        reply_msg(call, 0, &r.base);
+        vx_rpc_reply_msg(call, 0, &r.base);
         goto out;
     }
     if (old) {
-        reply_err(call, VX_EEXISTS, NULL, "collection %s already exists", req->name);
+        vx_rpc_reply_err(call, VX_EEXISTS, NULL, "collection %s already exists", req->name);
         goto out;
     }
     {
@@ -695,17 +668,17 @@ static void h_create(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, size_
         int prc = vx_collection_config_parse(body, &cfg, cerr);
         cJSON_Delete(body);
         if (prc != 0) {
-            reply_err(call, VX_EINVAL, NULL, "collection config: %s", cerr);
+            vx_rpc_reply_err(call, VX_EINVAL, NULL, "collection config: %s", cerr);
             goto out;
         }
     }
     if (sc < 1 || sc > VX_PD_MAX_SHARDS || rf < 1 || rf > VX_PD_MAX_REPLICAS) {
-        reply_err(call, VX_EINVAL, NULL, "shard_count must be 1 to %d and replication_factor 1 to %d",
+        vx_rpc_reply_err(call, VX_EINVAL, NULL, "shard_count must be 1 to %d and replication_factor 1 to %d",
                   VX_PD_MAX_SHARDS, VX_PD_MAX_REPLICAS);
         goto out;
     }
     if (cluster_view(pd, &c) != 0) {
-        reply_err(call, VX_ENOMEM, NULL, "out of memory");
+        vx_rpc_reply_err(call, VX_ENOMEM, NULL, "out of memory");
         goto out;
     }
     /* place shard by shard, each placed one counted by the next */
@@ -713,14 +686,14 @@ static void h_create(vx_pd *pd, vx_rpc_call *call, const uint8_t *payload, size_
     placement = calloc((size_t)sc * rf, sizeof *placement);
     if (grown == NULL || placement == NULL) {
         if (grown) c.shards = grown;
-        reply_err(call, VX_ENOMEM, NULL, "out of memory");
+        vx_rpc_reply_err(call, VX_ENOMEM, NULL, "out of memory");
         goto out;
     }
     c.shards = grown;
     for (unsigned i = 0; i < sc; i++) {
         int rc = vx_pd_place(&c, rf, NULL, 0, placement + (size_t)i * rf);
         if (rc != 0) {
-            reply_err(call, rc, NULL,
+            vx_rpc_reply_err(call, rc, NULL,
                       rc == VX_EFULL ? "replication factor %u needs %u ready workers in distinct places"
                                      : "placement failed (%u of %u)",
                       rf, rf);
@@ -777,7 +750,7 @@ static void h_status(vx_pd *pd, vx_rpc_call *call)
     if (moves == NULL || text == NULL) {
         free(moves);
         free(text);
-        reply_err(call, VX_ENOMEM, NULL, "out of memory");
+        vx_rpc_reply_err(call, VX_ENOMEM, NULL, "out of memory");
         return;
     }
     for (size_t i = 0; i < s->n_collections; i++)
@@ -790,7 +763,7 @@ static void h_status(vx_pd *pd, vx_rpc_call *call)
             moves[r.n_moves++] = t;
         }
     r.moves = moves;
-    reply_msg(call, 0, &r.base);
+    vx_rpc_reply_msg(call, 0, &r.base);
     free(moves);
     free(text);
 }

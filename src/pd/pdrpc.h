@@ -12,6 +12,7 @@
 #define VX_PD_PDRPC_H
 
 #include "pd.pb-c.h"
+#include "rpc/rpc.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -49,6 +50,13 @@ enum vx_pd_method {
 int vx_pd_client_call(const char *const *addrs, size_t n, const char *secret, uint32_t method,
                       const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
                       ProtobufCMessage **resp, int timeout_ms, char *errbuf);
+
+/* Answer a call with a packed message (status 0, or an error status with a
+ * message of its own), or with a vxpd.Error: the message and, for
+ * VX_PD_NOT_LEADER, the leader's RPC address ("" or NULL: unknown). */
+void vx_rpc_reply_msg(vx_rpc_call *call, int32_t status, const ProtobufCMessage *m);
+void vx_rpc_reply_err(vx_rpc_call *call, int32_t status, const char *leader, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* A fresh request id (32 hex digits) for calls that must not run twice
  * when retried (CreateCollection). */

@@ -109,33 +109,6 @@ static uint64_t now_ms(worker *w) { return uv_now(&w->loop); }
 
 /* ---- replies ------------------------------------------------------------------------- */
 
-static void reply_msg(vx_rpc_call *call, int32_t status, const ProtobufCMessage *m)
-{
-    size_t n = protobuf_c_message_get_packed_size(m);
-    uint8_t *b = malloc(n ? n : 1);
-    if (b == NULL) {
-        vx_rpc_reply(call, VX_ENOMEM, NULL, 0);
-        return;
-    }
-    protobuf_c_message_pack(m, b);
-    vx_rpc_reply(call, status, b, n);
-    free(b);
-}
-
-static void reply_err(vx_rpc_call *call, int32_t status, const char *leader, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void reply_err(vx_rpc_call *call, int32_t status, const char *leader, const char *fmt, ...)
-{
-    char msg[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    Vxpd__Error e = VXPD__ERROR__INIT;
-    e.message = msg;
-    e.leader_rpc_address = (char *)(leader ? leader : "");
-    reply_msg(call, status, &e.base);
-}
 
 /* ---- topology lookups (loop thread) ---------------------------------------------------- */
 
@@ -622,14 +595,14 @@ static void write_done(struct raft_apply *req, int status, void *result)
 {
     wreq *r = req->data;
     if (status != 0) {
-        reply_err(r->call, status == RAFT_NOTLEADER || status == RAFT_LEADERSHIPLOST ? VX_PD_NOT_LEADER : VX_EIO,
+        vx_rpc_reply_err(r->call, status == RAFT_NOTLEADER || status == RAFT_LEADERSHIPLOST ? VX_PD_NOT_LEADER : VX_EIO,
                   "", "not committed: %s", raft_strerror(status));
     } else {
         vx_fsm_result fr = vx_fsm_result_decode(result);
         Vxw__WriteResponse resp = VXW__WRITE_RESPONSE__INIT;
         resp.status = fr.status;
         resp.index = fr.index;
-        reply_msg(r->call, 0, &resp.base);
+        vx_rpc_reply_msg(r->call, 0, &resp.base);
     }
     free(r);
 }
@@ -638,25 +611,25 @@ static void on_write(worker *w, vx_rpc_call *call, const uint8_t *payload, size_
 {
     Vxw__WriteRequest *req = vxw__write_request__unpack(NULL, len, payload);
     if (req == NULL) {
-        reply_err(call, VX_EINVAL, NULL, "malformed write request");
+        vx_rpc_reply_err(call, VX_EINVAL, NULL, "malformed write request");
         return;
     }
     hosted *h = find_hosted(w, req->group_id);
     if (h == NULL) {
-        reply_err(call, VX_ENOTFOUND, NULL, "worker %" PRIu64 " does not host shard %" PRIu64, w->id, req->group_id);
+        vx_rpc_reply_err(call, VX_ENOTFOUND, NULL, "worker %" PRIu64 " does not host shard %" PRIu64, w->id, req->group_id);
     } else if (!leads(h)) {
-        reply_err(call, VX_PD_NOT_LEADER, leader_rpc(w, h), "not the leader of shard %" PRIu64, h->gid);
+        vx_rpc_reply_err(call, VX_PD_NOT_LEADER, leader_rpc(w, h), "not the leader of shard %" PRIu64, h->gid);
     } else if (vx_cmd_validate(req->command.data, req->command.len) != 0) {
-        reply_err(call, VX_EINVAL, NULL, "malformed shard command");
+        vx_rpc_reply_err(call, VX_EINVAL, NULL, "malformed shard command");
     } else if (vx_shard_backlog_full(h->fsm.shard)) {
-        reply_err(call, VX_EFULL, NULL, "shard %" PRIu64 " is indexing a backlog; retry", h->gid);
+        vx_rpc_reply_err(call, VX_EFULL, NULL, "shard %" PRIu64 " is indexing a backlog; retry", h->gid);
     } else {
         wreq *r = calloc(1, sizeof *r);
         uint8_t *cmd = raft_malloc(req->command.len ? req->command.len : 1);
         if (r == NULL || cmd == NULL) {
             free(r);
             raft_free(cmd);
-            reply_err(call, VX_ENOMEM, NULL, "out of memory");
+            vx_rpc_reply_err(call, VX_ENOMEM, NULL, "out of memory");
         } else {
             memcpy(cmd, req->command.data, req->command.len);
             r->call = call;
@@ -666,7 +639,7 @@ static void on_write(worker *w, vx_rpc_call *call, const uint8_t *payload, size_
             if (rv != 0) {
                 raft_free(cmd);
                 free(r);
-                reply_err(call, rv == RAFT_NOTLEADER ? VX_PD_NOT_LEADER : VX_EIO, leader_rpc(w, h),
+                vx_rpc_reply_err(call, rv == RAFT_NOTLEADER ? VX_PD_NOT_LEADER : VX_EIO, leader_rpc(w, h),
                           "cannot propose: %s", raft_strerror(rv));
             }
         }
@@ -690,7 +663,7 @@ static void submit_job(worker *w, wreq *r)
     atomic_fetch_add(&r->h->refs, 1);
     if (vx_workpool_submit(w->search_pool, fn, r) != 0) {
         atomic_fetch_sub(&r->h->refs, 1);
-        reply_err(r->call, VX_ENOMEM, NULL, "cannot queue the request");
+        vx_rpc_reply_err(r->call, VX_ENOMEM, NULL, "cannot queue the request");
         free(r->payload);
         free(r);
     }
@@ -701,7 +674,7 @@ static void read_barrier_done(struct raft_barrier *req, int status)
     wreq *r = req->data;
     hosted *h = r->h;
     if (status != 0) {
-        reply_err(r->call, VX_PD_NOT_LEADER, "", "leadership not confirmed: %s", raft_strerror(status));
+        vx_rpc_reply_err(r->call, VX_PD_NOT_LEADER, "", "leadership not confirmed: %s", raft_strerror(status));
         free(r->payload);
         free(r);
         atomic_fetch_sub(&h->refs, 1);
@@ -722,7 +695,7 @@ static void on_read(worker *w, vx_rpc_call *call, uint32_t method, const uint8_t
     if (method == VX_W_SEARCH) {
         Vxw__SearchRequest *q = vxw__search_request__unpack(NULL, len, payload);
         if (q == NULL) {
-            reply_err(call, VX_EINVAL, NULL, "malformed search request");
+            vx_rpc_reply_err(call, VX_EINVAL, NULL, "malformed search request");
             return;
         }
         gid = q->group_id;
@@ -732,7 +705,7 @@ static void on_read(worker *w, vx_rpc_call *call, uint32_t method, const uint8_t
     } else if (method == VX_W_GET) {
         Vxw__GetRequest *q = vxw__get_request__unpack(NULL, len, payload);
         if (q == NULL) {
-            reply_err(call, VX_EINVAL, NULL, "malformed get request");
+            vx_rpc_reply_err(call, VX_EINVAL, NULL, "malformed get request");
             return;
         }
         gid = q->group_id;
@@ -741,7 +714,7 @@ static void on_read(worker *w, vx_rpc_call *call, uint32_t method, const uint8_t
     } else if (method == VX_W_SCAN) {
         Vxw__ScanRequest *q = vxw__scan_request__unpack(NULL, len, payload);
         if (q == NULL) {
-            reply_err(call, VX_EINVAL, NULL, "malformed scan request");
+            vx_rpc_reply_err(call, VX_EINVAL, NULL, "malformed scan request");
             return;
         }
         gid = q->group_id;
@@ -750,7 +723,7 @@ static void on_read(worker *w, vx_rpc_call *call, uint32_t method, const uint8_t
     } else if (method == VX_W_COUNT) {
         Vxw__CountRequest *q = vxw__count_request__unpack(NULL, len, payload);
         if (q == NULL) {
-            reply_err(call, VX_EINVAL, NULL, "malformed count request");
+            vx_rpc_reply_err(call, VX_EINVAL, NULL, "malformed count request");
             return;
         }
         gid = q->group_id;
@@ -759,7 +732,7 @@ static void on_read(worker *w, vx_rpc_call *call, uint32_t method, const uint8_t
     } else {
         Vxw__ShardInfoRequest *q = vxw__shard_info_request__unpack(NULL, len, payload);
         if (q == NULL) {
-            reply_err(call, VX_EINVAL, NULL, "malformed shard info request");
+            vx_rpc_reply_err(call, VX_EINVAL, NULL, "malformed shard info request");
             return;
         }
         gid = q->group_id;
@@ -767,11 +740,11 @@ static void on_read(worker *w, vx_rpc_call *call, uint32_t method, const uint8_t
     }
     hosted *h = find_hosted(w, gid);
     if (h == NULL) {
-        reply_err(call, VX_ENOTFOUND, NULL, "worker %" PRIu64 " does not host shard %" PRIu64, w->id, gid);
+        vx_rpc_reply_err(call, VX_ENOTFOUND, NULL, "worker %" PRIu64 " does not host shard %" PRIu64, w->id, gid);
         return;
     }
     if (!allow_follower && !leads(h)) {
-        reply_err(call, VX_PD_NOT_LEADER, leader_rpc(w, h), "not the leader of shard %" PRIu64, gid);
+        vx_rpc_reply_err(call, VX_PD_NOT_LEADER, leader_rpc(w, h), "not the leader of shard %" PRIu64, gid);
         return;
     }
     wreq *r = calloc(1, sizeof *r);
@@ -779,7 +752,7 @@ static void on_read(worker *w, vx_rpc_call *call, uint32_t method, const uint8_t
     if (r == NULL || copy == NULL) {
         free(r);
         free(copy);
-        reply_err(call, VX_ENOMEM, NULL, "out of memory");
+        vx_rpc_reply_err(call, VX_ENOMEM, NULL, "out of memory");
         return;
     }
     memcpy(copy, payload, len);
@@ -811,7 +784,7 @@ static void on_read(worker *w, vx_rpc_call *call, uint32_t method, const uint8_t
         atomic_fetch_add(&h->refs, 1);
         if (raft_barrier(h->raft, &r->barrier, read_barrier_done) != 0) {
             atomic_fetch_sub(&h->refs, 1);
-            reply_err(call, VX_PD_NOT_LEADER, leader_rpc(w, h), "not the leader of shard %" PRIu64, gid);
+            vx_rpc_reply_err(call, VX_PD_NOT_LEADER, leader_rpc(w, h), "not the leader of shard %" PRIu64, gid);
             free(r->payload);
             free(r);
         }
@@ -836,24 +809,24 @@ static void search_job(void *arg)
     vx_shard_hit *hits = NULL;
     char ferr[256];
     if (q == NULL) {
-        reply_err(r->call, VX_EINVAL, NULL, "malformed search request");
+        vx_rpc_reply_err(r->call, VX_EINVAL, NULL, "malformed search request");
         goto out;
     }
     if (q->n_vector != h->dim) {
-        reply_err(r->call, VX_EDIM, NULL, "the vector has %zu dimensions, the collection %u", q->n_vector, h->dim);
+        vx_rpc_reply_err(r->call, VX_EDIM, NULL, "the vector has %zu dimensions, the collection %u", q->n_vector, h->dim);
         goto out;
     }
     if (q->limit < 1 || q->limit > MAX_LIMIT) {
-        reply_err(r->call, VX_EINVAL, NULL, "limit must be 1 to %d", MAX_LIMIT);
+        vx_rpc_reply_err(r->call, VX_EINVAL, NULL, "limit must be 1 to %d", MAX_LIMIT);
         goto out;
     }
     if (q->filter_json[0] && vx_filter_compile_text(q->filter_json, strlen(q->filter_json), &flt, ferr) != 0) {
-        reply_err(r->call, VX_EINVAL, NULL, "filter: %s", ferr);
+        vx_rpc_reply_err(r->call, VX_EINVAL, NULL, "filter: %s", ferr);
         goto out;
     }
     hits = calloc(q->limit, sizeof *hits);
     if (hits == NULL) {
-        reply_err(r->call, VX_ENOMEM, NULL, "out of memory");
+        vx_rpc_reply_err(r->call, VX_ENOMEM, NULL, "out of memory");
         goto out;
     }
     vx_search_params sp = {.ef = q->ef, .exact = q->exact};
@@ -885,11 +858,11 @@ static void search_job(void *arg)
     }
     vx_shard_fsm_release(&h->fsm);
     if (rc != 0)
-        reply_err(r->call, rc, NULL, "search failed: %s", vx_strerror(rc));
+        vx_rpc_reply_err(r->call, rc, NULL, "search failed: %s", vx_strerror(rc));
     else if (hv == NULL || hp == NULL || payloads == NULL || vec == NULL)
-        reply_err(r->call, VX_ENOMEM, NULL, "out of memory");
+        vx_rpc_reply_err(r->call, VX_ENOMEM, NULL, "out of memory");
     else
-        reply_msg(r->call, 0, &resp.base);
+        vx_rpc_reply_msg(r->call, 0, &resp.base);
     atomic_fetch_add(&h->w->searches, 1);
     for (uint32_t i = 0; payloads && i < n; i++) free(payloads[i]);
     free(payloads);
@@ -910,7 +883,7 @@ static void get_job(void *arg)
     Vxw__GetRequest *q = vxw__get_request__unpack(NULL, r->len, r->payload);
     vx_point_id id;
     if (q == NULL || vx_id_from_bytes(&id, q->id.data, q->id.len) != 0) {
-        reply_err(r->call, VX_EINVAL, NULL, "malformed point id");
+        vx_rpc_reply_err(r->call, VX_EINVAL, NULL, "malformed point id");
     } else {
         float *vec = malloc(sizeof(float) * h->dim);
         char *payload = NULL;
@@ -927,9 +900,9 @@ static void get_job(void *arg)
             resp.version = version;
         }
         if (rc == 0 || rc == VX_ENOTFOUND)
-            reply_msg(r->call, 0, &resp.base);
+            vx_rpc_reply_msg(r->call, 0, &resp.base);
         else
-            reply_err(r->call, rc, NULL, "read failed: %s", vx_strerror(rc));
+            vx_rpc_reply_err(r->call, rc, NULL, "read failed: %s", vx_strerror(rc));
         free(payload);
         free(vec);
     }
@@ -942,7 +915,7 @@ static void info_job(void *arg)
     wreq *r = arg;
     Vxw__ShardInfo *info = (Vxw__ShardInfo *)r->payload;
     if (info == NULL) {
-        reply_err(r->call, VX_ENOMEM, NULL, "out of memory");
+        vx_rpc_reply_err(r->call, VX_ENOMEM, NULL, "out of memory");
     } else {
         vx_shard *sh = vx_shard_fsm_acquire(&r->h->fsm);
         int rc = vx_shard_digest(sh, &info->digest, &info->applied);
@@ -970,9 +943,9 @@ static void info_job(void *arg)
             info->n_payload_indexes = npi;
         }
         if (rc != 0)
-            reply_err(r->call, rc, NULL, "shard info: %s", vx_strerror(rc));
+            vx_rpc_reply_err(r->call, rc, NULL, "shard info: %s", vx_strerror(rc));
         else
-            reply_msg(r->call, 0, &info->base);
+            vx_rpc_reply_msg(r->call, 0, &info->base);
         free(pv);
         free(pp);
         free(pi);
@@ -1038,19 +1011,19 @@ static void scan_job(void *arg)
     vx_point_id start;
     scan_acc a = {0};
     if (q == NULL) {
-        reply_err(r->call, VX_EINVAL, NULL, "malformed scan request");
+        vx_rpc_reply_err(r->call, VX_EINVAL, NULL, "malformed scan request");
         goto out;
     }
     if (q->limit < 1 || q->limit > MAX_LIMIT) {
-        reply_err(r->call, VX_EINVAL, NULL, "limit must be 1 to %d", MAX_LIMIT);
+        vx_rpc_reply_err(r->call, VX_EINVAL, NULL, "limit must be 1 to %d", MAX_LIMIT);
         goto out;
     }
     if (q->start_id.len > 0 && vx_id_from_bytes(&start, q->start_id.data, q->start_id.len) != 0) {
-        reply_err(r->call, VX_EINVAL, NULL, "malformed start id");
+        vx_rpc_reply_err(r->call, VX_EINVAL, NULL, "malformed start id");
         goto out;
     }
     if (q->filter_json[0] && vx_filter_compile_text(q->filter_json, strlen(q->filter_json), &flt, ferr) != 0) {
-        reply_err(r->call, VX_EINVAL, NULL, "filter: %s", ferr);
+        vx_rpc_reply_err(r->call, VX_EINVAL, NULL, "filter: %s", ferr);
         goto out;
     }
     a.limit = q->limit;
@@ -1060,7 +1033,7 @@ static void scan_job(void *arg)
     Vxw__Point **pp = calloc(q->limit, sizeof *pp);
     if (a.pts == NULL || pp == NULL) {
         free(pp);
-        reply_err(r->call, VX_ENOMEM, NULL, "out of memory");
+        vx_rpc_reply_err(r->call, VX_ENOMEM, NULL, "out of memory");
         goto out;
     }
     vx_shard *sh = vx_shard_fsm_acquire(&h->fsm);
@@ -1068,7 +1041,7 @@ static void scan_job(void *arg)
     vx_shard_fsm_release(&h->fsm);
     if (rc == 0) rc = a.err;
     if (rc != 0) {
-        reply_err(r->call, rc, NULL, "scan failed: %s", vx_strerror(rc));
+        vx_rpc_reply_err(r->call, rc, NULL, "scan failed: %s", vx_strerror(rc));
     } else {
         Vxw__ScanResponse resp = VXW__SCAN_RESPONSE__INIT;
         for (uint32_t i = 0; i < a.n; i++) pp[i] = &a.pts[i];
@@ -1078,7 +1051,7 @@ static void scan_job(void *arg)
             resp.next_id.data = a.next.b;
             resp.next_id.len = a.next.len;
         }
-        reply_msg(r->call, 0, &resp.base);
+        vx_rpc_reply_msg(r->call, 0, &resp.base);
     }
     free(pp);
 out:
@@ -1108,10 +1081,10 @@ static void count_job(void *arg)
     vx_filter_expr *flt = NULL;
     char ferr[VX_FILTER_ERRMSG_LEN];
     if (q == NULL) {
-        reply_err(r->call, VX_EINVAL, NULL, "malformed count request");
+        vx_rpc_reply_err(r->call, VX_EINVAL, NULL, "malformed count request");
     } else if (q->filter_json[0] &&
                vx_filter_compile_text(q->filter_json, strlen(q->filter_json), &flt, ferr) != 0) {
-        reply_err(r->call, VX_EINVAL, NULL, "filter: %s", ferr);
+        vx_rpc_reply_err(r->call, VX_EINVAL, NULL, "filter: %s", ferr);
     } else {
         Vxw__CountResponse resp = VXW__COUNT_RESPONSE__INIT;
         int rc = 0;
@@ -1120,9 +1093,9 @@ static void count_job(void *arg)
         else rc = vx_shard_scan(sh, NULL, flt, count_cb, &resp.count);
         vx_shard_fsm_release(&r->h->fsm);
         if (rc != 0)
-            reply_err(r->call, rc, NULL, "count failed: %s", vx_strerror(rc));
+            vx_rpc_reply_err(r->call, rc, NULL, "count failed: %s", vx_strerror(rc));
         else
-            reply_msg(r->call, 0, &resp.base);
+            vx_rpc_reply_msg(r->call, 0, &resp.base);
     }
     vx_filter_free(flt);
     if (q) vxw__count_request__free_unpacked(q, NULL);
@@ -1133,7 +1106,7 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
 {
     worker *w = data;
     if (w->stopping) {
-        reply_err(call, VX_PD_RETRY, NULL, "shutting down");
+        vx_rpc_reply_err(call, VX_PD_RETRY, NULL, "shutting down");
         return;
     }
     switch (method) {
@@ -1148,7 +1121,7 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
         on_read(w, call, method, payload, len);
         return;
     default:
-        reply_err(call, VX_RPC_EUNKNOWN_METHOD, NULL, "unknown method %u", method);
+        vx_rpc_reply_err(call, VX_RPC_EUNKNOWN_METHOD, NULL, "unknown method %u", method);
     }
 }
 

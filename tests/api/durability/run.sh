@@ -16,11 +16,14 @@ if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -r /etc/ssl/certs/ca-certificates.crt 
   export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 fi
 
-if [ $# -ne 1 ]; then
-  echo "usage: $0 PATH/TO/vectron" >&2
+# A second argument names another directory of process tests under
+# tests/api to run the same way (tests/api/cluster/run.sh uses it).
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+  echo "usage: $0 PATH/TO/vectron [TEST_DIR]" >&2
   exit 2
 fi
 BIN=$1
+DIR=${2:-durability}
 case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
 if [ ! -x "$BIN" ]; then
   echo "run.sh: $BIN is not an executable" >&2
@@ -40,4 +43,4 @@ if [ ! -d node_modules ]; then
 fi
 
 export VECTRON_BIN=$BIN
-exec node --test durability/*.test.mjs
+exec node --test "$DIR"/*.test.mjs
