@@ -124,37 +124,9 @@ static int c_create(void *self, const char *name, const vx_collection_config *cf
     return wait_ready(self, name, errbuf);
 }
 
-/* A configuration as a Qdrant create body (what the PD keeps). */
-static char *config_body(const vx_collection_config *cfg)
-{
-    cJSON *b = cJSON_CreateObject(), *v = cJSON_AddObjectToObject(b, "vectors");
-    cJSON_AddNumberToObject(v, "size", cfg->dim);
-    cJSON_AddStringToObject(v, "distance",
-                            cfg->metric == VX_METRIC_COSINE ? "Cosine" : cfg->metric == VX_METRIC_IP ? "Dot" : "Euclid");
-    cJSON_AddNumberToObject(b, "shard_number", cfg->shard_number);
-    cJSON_AddNumberToObject(b, "replication_factor", cfg->replication_factor);
-    cJSON_AddNumberToObject(b, "write_consistency_factor", cfg->write_consistency_factor);
-    cJSON_AddBoolToObject(b, "on_disk_payload", cfg->on_disk_payload);
-    cJSON *h = cJSON_AddObjectToObject(b, "hnsw_config");
-    cJSON_AddNumberToObject(h, "m", cfg->hnsw_m);
-    cJSON_AddNumberToObject(h, "ef_construct", cfg->hnsw_ef_construct);
-    cJSON_AddNumberToObject(h, "full_scan_threshold", cfg->full_scan_threshold);
-    cJSON *o = cJSON_AddObjectToObject(b, "optimizers_config");
-    cJSON_AddNumberToObject(o, "indexing_threshold", (double)cfg->indexing_threshold);
-    if (cfg->int8) {
-        cJSON *q = cJSON_AddObjectToObject(cJSON_AddObjectToObject(b, "quantization_config"), "scalar");
-        cJSON_AddStringToObject(q, "type", "int8");
-        if (cfg->quantile > 0) cJSON_AddNumberToObject(q, "quantile", 1.0 - cfg->quantile);
-        cJSON_AddBoolToObject(q, "always_ram", cfg->always_ram);
-    }
-    char *text = cJSON_PrintUnformatted(b);
-    cJSON_Delete(b);
-    return text;
-}
-
 static int c_update(void *self, const char *name, const vx_collection_config *cfg, char *errbuf)
 {
-    char *body = config_body(cfg);
+    char *body = vx_collection_config_body(cfg);
     if (body == NULL) return vx_errf(errbuf, VX_BACKEND_ERRMSG_LEN, VX_ENOMEM, "out of memory");
     Vxpd__UpdateCollectionRequest r = VXPD__UPDATE_COLLECTION_REQUEST__INIT;
     r.name = (char *)name;

@@ -74,7 +74,9 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     int rc = vx_pd_state_restore(f->st, buf->base, buf->len);
     raft_free(buf->base);
     if (rc == VX_ENOMEM) return RAFT_NOMEM;
-    return rc == 0 ? 0 : RAFT_MALFORMED;
+    if (rc != 0) return RAFT_MALFORMED;
+    if (f->on_restore) f->on_restore(f->data);
+    return 0;
 }
 
 void vx_pd_fsm_init(vx_pd_fsm *f, vx_pd_state *st, vx_pd_result_cb on_result, void *data)

@@ -22,6 +22,7 @@ typedef struct vx_pd_fsm {
     vx_pd_state *st;
     struct raft *raft; /* set once the raft instance exists */
     vx_pd_result_cb on_result;
+    void (*on_restore)(void *data); /* optional: after a snapshot replaced the state */
     void *data;
 } vx_pd_fsm;
 

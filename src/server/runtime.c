@@ -1,13 +1,10 @@
 /*
  * runtime.c - see runtime.h.
  *
- * The catalog is a state machine of its own (a Raft group, id 1): its
- * entries are small JSON commands ({"op":"create"|"delete"|"update", ...}),
- * applied into an LMDB store as definitions "coll:<name>" -> {cfg, gids}
- * beside "next_gid".  Group ids of shards come from next_gid at apply time,
- * so every replica of the catalog assigns the same ones.  Applying a create
- * opens the collection's shard groups on this node (one voter each: this
- * node); applying a delete closes them and removes their data.
+ * The catalog (which collections exist, their configuration and their shard
+ * groups) is the placement driver's state machine run as a one-voter Raft
+ * group in this process (see "the catalog" below); each shard is a Raft group
+ * of its own with this node as its only voter.
  */
 #define _GNU_SOURCE
 #include "server/runtime.h"
@@ -18,7 +15,8 @@
 #include "base/workpool.h"
 #include "raft/node.h"
 #include "raft/shard_fsm.h"
-#include "store/store.h"
+#include "pd/pd_fsm.h"
+#include "pd/state.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -34,10 +32,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CATALOG_GID 1
-#define FIRST_SHARD_GID 1000
+#define PD_GID 2 /* pd/pd.h: VX_PD_GROUP_ID */
 #define SELF_ID 1
-#define CAT_SNAP_MAGIC 0x5658434154534e31ull /* "VXCATSN1" */
+#define VX_RT_MAX_BROKEN 64
 
 typedef struct rt_shard {
     uint64_t gid;
@@ -98,11 +95,18 @@ struct vx_runtime {
     vx_workpool *pool;
     vx_node *node;
     bool node_closed;
-    /* catalog */
-    vx_store *cat;
-    struct raft_fsm cat_fsm;
-    vx_group *cat_group;
-    uint64_t next_gid;
+    /* catalog (loop thread) */
+    vx_pd_state *pd_st;
+    vx_pd_fsm pd_fsm;
+    vx_group *pd_group;
+    uint64_t pd_res_index; /* the last applied command's result */
+    vx_pd_result pd_res;
+    struct raft_barrier pd_barrier;
+    struct raft_apply pd_register;
+    bool pd_barrier_sent, pd_caught_up, pd_register_sent;
+    _Atomic uint64_t self_worker; /* this process as the PD's worker (0: not registered yet) */
+    uint64_t broken[VX_RT_MAX_BROKEN]; /* collections that cannot open (first shard's group) */
+    size_t nbroken;
     /* collections */
     pthread_rwlock_t coll_lock;
     vx_collection *colls;
@@ -302,51 +306,31 @@ int vx_collection_config_patch(vx_collection_config *cfg, const cJSON *body, cha
     return rc;
 }
 
-/* The stored form of a configuration (catalog entries and definitions). */
-static cJSON *config_to_json(const vx_collection_config *c)
+char *vx_collection_config_body(const vx_collection_config *cfg)
 {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "dim", c->dim);
-    cJSON_AddNumberToObject(j, "metric", c->metric);
-    cJSON_AddNumberToObject(j, "shard_number", c->shard_number);
-    cJSON_AddNumberToObject(j, "replication_factor", c->replication_factor);
-    cJSON_AddNumberToObject(j, "write_consistency_factor", c->write_consistency_factor);
-    cJSON_AddBoolToObject(j, "on_disk_payload", c->on_disk_payload);
-    cJSON_AddNumberToObject(j, "m", c->hnsw_m);
-    cJSON_AddNumberToObject(j, "ef_construct", c->hnsw_ef_construct);
-    cJSON_AddNumberToObject(j, "full_scan_threshold", c->full_scan_threshold);
-    cJSON_AddBoolToObject(j, "int8", c->int8);
-    cJSON_AddNumberToObject(j, "quantile", c->quantile);
-    cJSON_AddBoolToObject(j, "always_ram", c->always_ram);
-    cJSON_AddNumberToObject(j, "indexing_threshold", (double)c->indexing_threshold);
-    return j;
-}
-
-static double num(const cJSON *j, const char *k, double dflt)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
-}
-
-static int config_from_json(const cJSON *j, vx_collection_config *c)
-{
-    memset(c, 0, sizeof(*c));
-    c->dim = (uint32_t)num(j, "dim", 0);
-    c->metric = (vx_metric)(int)num(j, "metric", 0);
-    c->shard_number = (uint32_t)num(j, "shard_number", 1);
-    c->replication_factor = (uint32_t)num(j, "replication_factor", 1);
-    c->write_consistency_factor = (uint32_t)num(j, "write_consistency_factor", 1);
-    c->on_disk_payload = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "on_disk_payload"));
-    c->hnsw_m = (uint32_t)num(j, "m", 16);
-    c->hnsw_ef_construct = (uint32_t)num(j, "ef_construct", 100);
-    c->full_scan_threshold = (uint32_t)num(j, "full_scan_threshold", 10000);
-    c->int8 = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "int8"));
-    c->quantile = (float)num(j, "quantile", 0);
-    c->always_ram = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "always_ram"));
-    c->indexing_threshold = (uint64_t)num(j, "indexing_threshold", 10000);
-    bool ok = c->dim >= 1 && c->dim <= VX_MAX_DIM && c->shard_number >= 1 &&
-              c->shard_number <= VX_RT_MAX_SHARDS && c->hnsw_m >= 2;
-    return ok ? 0 : VX_ECORRUPT;
+    cJSON *b = cJSON_CreateObject(), *v = cJSON_AddObjectToObject(b, "vectors");
+    cJSON_AddNumberToObject(v, "size", cfg->dim);
+    cJSON_AddStringToObject(v, "distance",
+                            cfg->metric == VX_METRIC_COSINE ? "Cosine" : cfg->metric == VX_METRIC_IP ? "Dot" : "Euclid");
+    cJSON_AddNumberToObject(b, "shard_number", cfg->shard_number);
+    cJSON_AddNumberToObject(b, "replication_factor", cfg->replication_factor);
+    cJSON_AddNumberToObject(b, "write_consistency_factor", cfg->write_consistency_factor);
+    cJSON_AddBoolToObject(b, "on_disk_payload", cfg->on_disk_payload);
+    cJSON *h = cJSON_AddObjectToObject(b, "hnsw_config");
+    cJSON_AddNumberToObject(h, "m", cfg->hnsw_m);
+    cJSON_AddNumberToObject(h, "ef_construct", cfg->hnsw_ef_construct);
+    cJSON_AddNumberToObject(h, "full_scan_threshold", cfg->full_scan_threshold);
+    cJSON *o = cJSON_AddObjectToObject(b, "optimizers_config");
+    cJSON_AddNumberToObject(o, "indexing_threshold", (double)cfg->indexing_threshold);
+    if (cfg->int8) {
+        cJSON *q = cJSON_AddObjectToObject(cJSON_AddObjectToObject(b, "quantization_config"), "scalar");
+        cJSON_AddStringToObject(q, "type", "int8");
+        if (cfg->quantile > 0) cJSON_AddNumberToObject(q, "quantile", 1.0 - cfg->quantile);
+        cJSON_AddBoolToObject(q, "always_ram", cfg->always_ram);
+    }
+    char *text = cJSON_PrintUnformatted(b);
+    cJSON_Delete(b);
+    return text;
 }
 
 /* ---- collections: open and tear down --------------------------------------------------- */
@@ -514,224 +498,119 @@ static void collection_teardown(vx_runtime *rt, const char *name)
     teardown_group_closed(c);
 }
 
-/* ---- the catalog state machine --------------------------------------------------------- */
+/* ---- the catalog: the placement driver's state machine, one voter ----------------------
+ *
+ * vectron serve keeps its collections in the same replicated state as a
+ * cluster's placement driver (src/pd/state.c): one Raft group (VX_PD_GROUP_ID)
+ * with this process as its only voter, and this process registered in it as
+ * the only worker (LOCAL_WORKER).  Creating a collection is the PD's
+ * CreateCollection with every shard placed here (one replica), so shard group
+ * ids, validation and the collection's recorded configuration are the
+ * cluster's.  The PD's RPC service and control loops do not run: with one
+ * worker there is nothing to place, repair or balance.
+ *
+ * Every applied command (and a restored snapshot) reconciles the open
+ * collections with the state, on the loop thread: collections the state has
+ * and this process has not are opened, ones it has not any more are torn
+ * down, configuration changes are taken. */
 
-static int def_name(const char *coll, char *out, size_t n)
+#define LOCAL_WORKER "local"
+
+static int cfg_from_pd(const Vxpd__Collection *pc, vx_collection_config *cfg)
 {
-    int len = snprintf(out, n, "coll:%s", coll);
-    return len < 0 || (size_t)len >= n ? VX_EINVAL : 0;
-}
-
-static int load_next_gid(vx_store_txn *t, const char *name, const void *val, size_t len)
-{
-    (void)t;
-    (void)name;
-    (void)val;
-    (void)len;
-    return 0;
-}
-
-typedef struct def_scan {
-    vx_runtime *rt;
-    bool open_collections;
-    char *err;
-    int rc;
-} def_scan;
-
-static int def_cb(void *ctx, const char *name, const void *val, size_t len)
-{
-    def_scan *d = ctx;
-    if (strcmp(name, "next_gid") == 0 && len == 8) {
-        memcpy(&d->rt->next_gid, val, 8);
-        return 0;
-    }
-    if (strncmp(name, "coll:", 5) != 0 || !d->open_collections) return 0;
-    cJSON *j = cJSON_ParseWithLength(val, len);
-    const cJSON *cj = cJSON_GetObjectItemCaseSensitive(j, "cfg");
-    const cJSON *gj = cJSON_GetObjectItemCaseSensitive(j, "gids");
-    vx_collection_config cfg;
-    int rc = j && cJSON_IsArray(gj) ? config_from_json(cj, &cfg) : VX_ECORRUPT;
-    uint64_t gids[VX_RT_MAX_SHARDS];
-    if (rc == 0 && (uint32_t)cJSON_GetArraySize(gj) != cfg.shard_number) rc = VX_ECORRUPT;
-    for (uint32_t i = 0; rc == 0 && i < cfg.shard_number; i++)
-        gids[i] = (uint64_t)cJSON_GetArrayItem(gj, (int)i)->valuedouble;
-    cJSON_Delete(j);
-    if (rc != 0) {
-        fprintf(stderr, "catalog: definition %s is unreadable; skipped\n", name);
-        return 0;
-    }
-    vx_collection *c;
+    cJSON *body = cJSON_Parse(pc->config_json);
     char err[VX_RT_ERRMSG_LEN];
-    rc = collection_open(d->rt, name + 5, &cfg, gids, &c, err);
-    if (rc != 0) {
-        fprintf(stderr, "catalog: collection %s cannot open: %s\n", name + 5, err);
-        return 0;
-    }
-    add_collection(d->rt, c);
+    int rc = vx_collection_config_parse(body, cfg, err);
+    cJSON_Delete(body);
+    if (rc != 0) return rc;
+    if (pc->n_shards == 0 || pc->n_shards > VX_RT_MAX_SHARDS) return VX_ECORRUPT;
+    cfg->shard_number = (uint32_t)pc->n_shards;
     return 0;
 }
 
-static int cat_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+/* The shards' group ids in routing order (Shard.index). */
+static int pd_gids(const Vxpd__Collection *pc, uint64_t *gids)
 {
-    vx_runtime *rt = fsm->data;
-    struct raft *r = vx_group_raft(rt->cat_group);
-    uint64_t index = r->last_applied + 1;
-    uint64_t applied = 0;
-    int status = 0;
-    vx_store_applied(rt->cat, &applied, NULL);
-    if (index <= applied) goto done; /* replayed: the store has it */
-    size_t len = buf->len;
-    while (len > 0 && ((const char *)buf->base)[len - 1] == '\0') len--; /* padding */
-    cJSON *cmd = cJSON_ParseWithLength(buf->base, len);
-    const cJSON *op = cJSON_GetObjectItemCaseSensitive(cmd, "op");
-    const cJSON *nm = cJSON_GetObjectItemCaseSensitive(cmd, "name");
-    char dn[300];
-    vx_collection_config cfg;
-    if (!cJSON_IsString(op) || !cJSON_IsString(nm) || !vx_collection_name_ok(nm->valuestring) ||
-        def_name(nm->valuestring, dn, sizeof dn) != 0) {
-        status = VX_EINVAL;
-        cJSON_Delete(cmd);
-        goto record;
+    for (size_t i = 0; i < pc->n_shards; i++) {
+        uint32_t at = pc->shards[i]->index;
+        if (at >= pc->n_shards) return VX_ECORRUPT;
+        gids[at] = pc->shards[i]->group_id;
     }
-    vx_store_txn *rt_txn;
-    int rc = vx_store_rbegin(rt->cat, &rt_txn);
-    bool exists = false;
-    if (rc == 0) {
-        exists = find_locked(rt, nm->valuestring) != NULL; /* the loop is the only writer */
-        vx_store_rend(rt_txn);
-    }
+    return 0;
+}
+
+static bool same_shards(const vx_collection *c, const Vxpd__Collection *pc)
+{
     uint64_t gids[VX_RT_MAX_SHARDS];
-    vx_store_txn *t;
-    rc = vx_store_wbegin(rt->cat, &t);
-    if (rc != 0) goto fatal;
-    if (strcmp(op->valuestring, "create") == 0 || strcmp(op->valuestring, "update") == 0) {
-        bool create = op->valuestring[0] == 'c';
-        if (config_from_json(cJSON_GetObjectItemCaseSensitive(cmd, "cfg"), &cfg) != 0) {
-            status = VX_EINVAL;
-        } else if (create && exists) {
-            status = VX_EEXISTS;
-        } else if (!create && !exists) {
-            status = VX_ENOTFOUND;
-        } else {
-            cJSON *def = cJSON_CreateObject();
-            cJSON_AddItemToObject(def, "cfg", config_to_json(&cfg));
-            cJSON *ga = cJSON_AddArrayToObject(def, "gids");
-            if (create) {
-                for (uint32_t i = 0; i < cfg.shard_number; i++) {
-                    gids[i] = rt->next_gid++;
-                    cJSON_AddItemToArray(ga, cJSON_CreateNumber((double)gids[i]));
-                }
-            } else {
-                pthread_rwlock_rdlock(&rt->coll_lock);
-                vx_collection *c = find_locked(rt, nm->valuestring);
-                cfg.shard_number = c->nshards; /* shape is fixed at creation */
-                cfg.dim = c->cfg.dim;
-                cfg.metric = c->cfg.metric;
-                for (uint32_t i = 0; i < c->nshards; i++)
-                    cJSON_AddItemToArray(ga, cJSON_CreateNumber((double)c->shards[i].gid));
-                pthread_rwlock_unlock(&rt->coll_lock);
-            }
-            char *text = cJSON_PrintUnformatted(def);
-            cJSON_Delete(def);
-            rc = text ? vx_store_def_put(t, dn, text, strlen(text)) : VX_ENOMEM;
-            free(text);
-            if (rc == 0 && create) rc = vx_store_def_put(t, "next_gid", &rt->next_gid, 8);
-            if (rc != 0) {
-                vx_store_abort(t);
-                cJSON_Delete(cmd);
-                goto fatal;
-            }
+    if (pc->n_shards != c->nshards || pd_gids(pc, gids) != 0) return false;
+    for (uint32_t i = 0; i < c->nshards; i++)
+        if (gids[i] != c->shards[i].gid) return false;
+    return true;
+}
+
+static bool is_broken(vx_runtime *rt, uint64_t gid)
+{
+    for (size_t i = 0; i < rt->nbroken; i++)
+        if (rt->broken[i] == gid) return true;
+    return false;
+}
+
+/* Loop thread (or the opening thread before the loop runs). */
+static void reconcile(vx_runtime *rt)
+{
+    const Vxpd__State *s = vx_pd_state_get(rt->pd_st);
+    const Vxpd__Worker *me = vx_pd_state_worker_by_name(rt->pd_st, LOCAL_WORKER);
+    atomic_store(&rt->self_worker, me ? me->id : 0);
+    for (;;) { /* gone, or deleted and created again under the same name */
+        char victim[VX_COLLECTION_NAME_MAX + 1] = "";
+        pthread_rwlock_rdlock(&rt->coll_lock);
+        for (vx_collection *c = rt->colls; c && !victim[0]; c = c->next) {
+            const Vxpd__Collection *pc = vx_pd_state_collection(rt->pd_st, c->name);
+            if (pc == NULL || !same_shards(c, pc)) snprintf(victim, sizeof victim, "%s", c->name);
         }
-    } else if (strcmp(op->valuestring, "delete") == 0) {
-        if (!exists) {
-            status = VX_ENOTFOUND;
-        } else if ((rc = vx_store_def_del(t, dn)) != 0) {
-            vx_store_abort(t);
-            cJSON_Delete(cmd);
-            goto fatal;
-        }
-    } else {
-        status = VX_EINVAL;
-    }
-    rc = vx_store_set_applied(t, index, r->current_term);
-    if (rc == 0) rc = vx_store_commit(t);
-    else vx_store_abort(t);
-    if (rc != 0) {
-        cJSON_Delete(cmd);
-        goto fatal;
-    }
-    /* the effects on this node, now that the change is durable */
-    if (status == 0 && op->valuestring[0] == 'c') {
-        vx_collection *c;
-        char err[VX_RT_ERRMSG_LEN];
-        if (collection_open(rt, nm->valuestring, &cfg, gids, &c, err) == 0)
-            add_collection(rt, c);
-        else
-            fprintf(stderr, "catalog: collection %s cannot open: %s\n", nm->valuestring, err);
-    } else if (status == 0 && op->valuestring[0] == 'u') {
-        pthread_rwlock_wrlock(&rt->coll_lock);
-        vx_collection *c = find_locked(rt, nm->valuestring);
-        if (c) c->cfg = cfg;
         pthread_rwlock_unlock(&rt->coll_lock);
-    } else if (status == 0 && op->valuestring[0] == 'd') {
-        collection_teardown(rt, nm->valuestring);
+        if (!victim[0]) break;
+        collection_teardown(rt, victim);
     }
-    cJSON_Delete(cmd);
-    goto done;
-record:
-    if (vx_store_wbegin(rt->cat, &t) != 0) goto fatal;
-    if (vx_store_set_applied(t, index, r->current_term) != 0 || vx_store_commit(t) != 0) goto fatal;
-done:
-    *result = (void *)(uintptr_t)((index << 8) | (uint8_t)(int8_t)status);
-    return 0;
-fatal:
-    fprintf(stderr, "catalog: apply of entry %" PRIu64 " failed: %s; stopping\n", index,
-            vx_store_errmsg(rt->cat));
-    return RAFT_IOERR;
+    for (size_t k = 0; k < s->n_collections; k++) {
+        const Vxpd__Collection *pc = s->collections[k];
+        vx_collection_config cfg;
+        uint64_t gids[VX_RT_MAX_SHARDS];
+        if (pc->n_shards == 0 || is_broken(rt, pc->shards[0]->group_id)) continue;
+        if (cfg_from_pd(pc, &cfg) != 0 || pd_gids(pc, gids) != 0) {
+            fprintf(stderr, "catalog: collection %s has an unusable definition; not opened\n", pc->name);
+            if (rt->nbroken < VX_RT_MAX_BROKEN) rt->broken[rt->nbroken++] = pc->shards[0]->group_id;
+            continue;
+        }
+        pthread_rwlock_wrlock(&rt->coll_lock);
+        vx_collection *c = find_locked(rt, pc->name);
+        if (c) { /* the shape is fixed at creation; the rest may change */
+            cfg.shard_number = c->nshards;
+            cfg.dim = c->cfg.dim;
+            cfg.metric = c->cfg.metric;
+            c->cfg = cfg;
+        }
+        pthread_rwlock_unlock(&rt->coll_lock);
+        if (c) continue;
+        char err[VX_RT_ERRMSG_LEN];
+        if (collection_open(rt, pc->name, &cfg, gids, &c, err) == 0) {
+            add_collection(rt, c);
+        } else {
+            fprintf(stderr, "catalog: collection %s cannot open: %s\n", pc->name, err);
+            if (rt->nbroken < VX_RT_MAX_BROKEN) rt->broken[rt->nbroken++] = gids[0];
+        }
+    }
 }
 
-/* The catalog is small: its snapshot carries every definition. */
-static int cat_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+static void pd_result(void *data, uint64_t index, const vx_pd_result *res)
 {
-    vx_runtime *rt = fsm->data;
-    if (vx_store_sync(rt->cat) != 0) return RAFT_IOERR;
-    uint64_t applied = 0;
-    vx_store_applied(rt->cat, &applied, NULL);
-    /* a descriptor of the applied index; the definitions are in the store */
-    struct raft_buffer *b = raft_malloc(sizeof(*b));
-    uint8_t *d = raft_malloc(16);
-    if (b == NULL || d == NULL) {
-        raft_free(b);
-        raft_free(d);
-        return RAFT_NOMEM;
-    }
-    uint64_t magic = CAT_SNAP_MAGIC;
-    memcpy(d, &magic, 8);
-    memcpy(d + 8, &applied, 8);
-    b->base = d;
-    b->len = 16;
-    *bufs = b;
-    *n_bufs = 1;
-    return 0;
+    vx_runtime *rt = data;
+    rt->pd_res_index = index;
+    rt->pd_res = *res;
+    reconcile(rt);
 }
 
-static int cat_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
-{
-    vx_runtime *rt = fsm->data;
-    uint64_t magic = 0, index = 0, applied = 0;
-    if (buf->len == 16) {
-        memcpy(&magic, buf->base, 8);
-        memcpy(&index, (uint8_t *)buf->base + 8, 8);
-    }
-    raft_free(buf->base);
-    if (magic != CAT_SNAP_MAGIC) return RAFT_MALFORMED;
-    vx_store_applied(rt->cat, &applied, NULL);
-    if (index <= applied) return 0; /* a restart: the store covers it */
-    fprintf(stderr, "catalog: snapshot %" PRIu64 " is ahead of the store (%" PRIu64
-                    "): a catalog replica cannot be restored from a peer yet\n",
-            index, applied);
-    return RAFT_IOERR;
-}
+static void pd_restored(void *data) { reconcile(data); }
 
 /* ---- the loop thread and its tasks ---------------------------------------------------------- */
 
@@ -776,6 +655,12 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
         uint64_t ns = now_ns() - t->t0_ns;
         atomic_store(&t->shard->commit_ns, ns);
         if (t->rt && t->rt->observe_commit) t->rt->observe_commit(t->rt->observe_ctx, (double)ns / 1e9);
+    }
+    if (t->kind == T_CATALOG) { /* the PD state machine's result, kept by pd_result */
+        vx_runtime *rt = t->rt;
+        int st = status == 0 && rt->pd_res_index == req->index ? rt->pd_res.status : 0;
+        task_complete(t, map_raft_status(status), st);
+        return;
     }
     vx_fsm_result r = status == 0 ? vx_fsm_result_decode(result) : (vx_fsm_result){0, 0};
     task_complete(t, map_raft_status(status), r.status);
@@ -845,10 +730,69 @@ static void wake_cb(uv_async_t *a)
 
 static bool group_leads(vx_group *g) { return g && raft_state(vx_group_raft(g)) == RAFT_LEADER; }
 
+static int gc_dirs(vx_runtime *rt);
+
+static void pd_register_cb(struct raft_apply *req, int status, void *result)
+{
+    (void)result;
+    vx_runtime *rt = req->data;
+    rt->pd_register_sent = false; /* the ready timer tries again if it did not take */
+    if (status == 0 && rt->pd_res_index == req->index && rt->pd_res.status != 0)
+        fprintf(stderr, "catalog: registering this process: %s\n", rt->pd_res.msg);
+}
+
+static void pd_barrier_cb(struct raft_barrier *req, int status)
+{
+    vx_runtime *rt = req->data;
+    rt->pd_barrier_sent = false;
+    if (status != 0 || rt->pd_caught_up) return;
+    /* everything the log held at the start is applied: the collections are
+     * the ones the state names, so directories of no collection can go */
+    rt->pd_caught_up = true;
+    pthread_rwlock_rdlock(&rt->coll_lock);
+    gc_dirs(rt);
+    pthread_rwlock_unlock(&rt->coll_lock);
+}
+
+/* Once the catalog leads: catch up with its log, then register this process
+ * as its worker if it is not yet. */
+static void catalog_step(vx_runtime *rt)
+{
+    struct raft *r = vx_group_raft(rt->pd_group);
+    if (!rt->pd_caught_up) {
+        if (!rt->pd_barrier_sent) {
+            rt->pd_barrier.data = rt;
+            rt->pd_barrier_sent = raft_barrier(r, &rt->pd_barrier, pd_barrier_cb) == 0;
+        }
+        return;
+    }
+    if (atomic_load(&rt->self_worker) != 0 || rt->pd_register_sent) return;
+    Vxpd__Worker w = VXPD__WORKER__INIT;
+    Vxpd__Capacity cap = VXPD__CAPACITY__INIT;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cap.cpu_cores = cpus > 0 ? (uint32_t)cpus : 1;
+    w.name = LOCAL_WORKER;
+    w.rpc_address = rt->address; /* serve has no internal RPC: its node address stands in */
+    w.raft_address = rt->address;
+    w.capacity = &cap;
+    Vxpd__CmdRegisterWorker reg = VXPD__CMD_REGISTER_WORKER__INIT;
+    reg.worker = &w;
+    Vxpd__Command cmd = VXPD__COMMAND__INIT;
+    cmd.cmd_case = VXPD__COMMAND__CMD_REGISTER_WORKER;
+    cmd.register_worker = &reg;
+    struct raft_buffer b;
+    if (vx_pd_entry(&cmd, &b) != 0) return;
+    rt->pd_register.data = rt;
+    if (raft_apply(r, &rt->pd_register, &b, 1, pd_register_cb) == 0) rt->pd_register_sent = true;
+    else raft_free(b.base);
+}
+
 static void ready_cb(uv_timer_t *timer)
 {
     vx_runtime *rt = timer->data;
-    bool ready = group_leads(rt->cat_group);
+    bool ready = group_leads(rt->pd_group);
+    if (ready) catalog_step(rt);
+    ready = ready && rt->pd_caught_up && atomic_load(&rt->self_worker) != 0;
     pthread_rwlock_rdlock(&rt->coll_lock);
     for (vx_collection *c = rt->colls; c; c = c->next)
         for (uint32_t i = 0; i < c->nshards; i++) {
@@ -957,7 +901,6 @@ int vx_runtime_open(const vx_runtime_options *opt, vx_runtime **out, char *errbu
     rt->max_backlog = opt->max_backlog ? opt->max_backlog : 100000;
     rt->observe_commit = opt->observe_commit;
     rt->observe_ctx = opt->observe_ctx;
-    rt->next_gid = FIRST_SHARD_GID;
     pthread_mutex_init(&rt->task_mu, NULL);
     pthread_rwlock_init(&rt->coll_lock, NULL);
     pthread_mutex_init(&rt->janitor_mu, NULL);
@@ -978,12 +921,22 @@ int vx_runtime_open(const vx_runtime_options *opt, vx_runtime **out, char *errbu
     rc = vx_workpool_new(workers, &rt->pool);
     if (rc != 0) goto fail;
     snprintf(path, sizeof path, "%s/catalog", rt->dir);
-    vx_store_options so = {.sync_each_commit = true}; /* rare, and must not roll back */
-    rc = vx_store_open(path, &so, &rt->cat, err);
-    if (rc != 0) {
-        vx_errf(errbuf, VX_RT_ERRMSG_LEN, rc, "catalog: %s", err);
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        rc = vx_errf(errbuf, VX_RT_ERRMSG_LEN, VX_ESTATE,
+                     "%s is an earlier vectron's catalog (0.1, before collections were kept in the "
+                     "placement driver's state): this version cannot read it; start with an empty "
+                     "data directory, or run the version that wrote it",
+                     path);
         goto fail;
     }
+    rt->pd_st = vx_pd_state_new();
+    if (rt->pd_st == NULL) {
+        rc = VX_ENOMEM;
+        goto fail;
+    }
+    vx_pd_fsm_init(&rt->pd_fsm, rt->pd_st, pd_result, rt);
+    rt->pd_fsm.on_restore = pd_restored;
     uv_loop_init(&rt->loop);
     snprintf(path, sizeof path, "%s/node", rt->dir);
     rc = vx_node_new(&rt->loop, rt->address, path, &rt->node, err);
@@ -992,34 +945,20 @@ int vx_runtime_open(const vx_runtime_options *opt, vx_runtime **out, char *errbu
         uv_run(&rt->loop, UV_RUN_NOWAIT);
         goto fail_loop;
     }
-    /* collections first (their groups exist before the catalog replays) */
-    vx_store_txn *t;
-    rc = vx_store_rbegin(rt->cat, &t);
-    if (rc == 0) {
-        def_scan ds = {rt, true, NULL, 0};
-        rc = vx_store_def_iterate(t, def_cb, &ds);
-        vx_store_rend(t);
-    }
-    (void)load_next_gid;
-    if (rc != 0) {
-        vx_errf(errbuf, VX_RT_ERRMSG_LEN, rc, "catalog: %s", vx_store_errmsg(rt->cat));
-        goto fail_node;
-    }
-    gc_dirs(rt);
-    rt->cat_fsm.version = 1;
-    rt->cat_fsm.data = rt;
-    rt->cat_fsm.apply = cat_apply;
-    rt->cat_fsm.snapshot = cat_snapshot;
-    rt->cat_fsm.restore = cat_restore;
-    rc = vx_group_new(rt->node, CATALOG_GID, SELF_ID, &rt->cat_fsm, NULL, &rt->cat_group, err);
+    /* the catalog's group: starting it restores its snapshot and replays its
+     * log, which opens the collections (reconcile) */
+    unsigned snap = opt->catalog_snapshot_threshold ? opt->catalog_snapshot_threshold : 1024;
+    vx_group_options go = {.snapshot_threshold = snap, .snapshot_trailing = snap / 4 + 1};
+    rc = vx_group_new(rt->node, PD_GID, SELF_ID, &rt->pd_fsm.fsm, &go, &rt->pd_group, err);
     if (rc != 0) {
         vx_errf(errbuf, VX_RT_ERRMSG_LEN, rc, "catalog group: %s", err);
         goto fail_node;
     }
+    rt->pd_fsm.raft = vx_group_raft(rt->pd_group);
     raft_id id = SELF_ID;
     const char *addr = rt->address;
-    rc = vx_group_bootstrap(rt->cat_group, 1, &id, &addr);
-    if (rc == 0) rc = vx_group_start(rt->cat_group);
+    rc = vx_group_bootstrap(rt->pd_group, 1, &id, &addr);
+    if (rc == 0) rc = vx_group_start(rt->pd_group);
     if (rc != 0) {
         vx_errf(errbuf, VX_RT_ERRMSG_LEN, rc, "catalog group cannot start");
         goto fail_node;
@@ -1044,7 +983,18 @@ fail_loop:
     uv_run(&rt->loop, UV_RUN_DEFAULT);
     uv_loop_close(&rt->loop);
 fail:
-    if (rt->cat) vx_store_close(rt->cat);
+    /* collections the replay opened were released with the node's groups */
+    while (rt->colls) {
+        vx_collection *c = rt->colls;
+        rt->colls = c->next;
+        for (uint32_t i = 0; i < c->nshards; i++)
+            if (c->shards[i].opened) {
+                vx_shard_close(c->shards[i].fsm.shard);
+                vx_shard_fsm_destroy(&c->shards[i].fsm);
+            }
+        collection_free(c);
+    }
+    if (rt->pd_st) vx_pd_state_free(rt->pd_st);
     if (rt->pool) vx_workpool_free(rt->pool);
     free(rt);
     return rc;
@@ -1097,7 +1047,7 @@ void vx_runtime_close(vx_runtime *rt)
             }
         collection_free(c);
     }
-    vx_store_close(rt->cat);
+    vx_pd_state_free(rt->pd_st);
     vx_workpool_free(rt->pool);
     free(rt);
 }
@@ -1115,22 +1065,18 @@ int vx_runtime_wait_ready(vx_runtime *rt, int timeout_ms)
 
 /* ---- collection operations ------------------------------------------------------------- */
 
-static int catalog_propose(vx_runtime *rt, cJSON *cmd, int *status)
+static int catalog_propose(vx_runtime *rt, const Vxpd__Command *cmd, int *status)
 {
-    char *text = cJSON_PrintUnformatted(cmd);
-    if (text == NULL) return VX_ENOMEM;
-    size_t n = strlen(text), padded = (n + 7) & ~(size_t)7;
-    task *t = task_new(T_CATALOG, CATALOG_GID);
-    uint8_t *buf = t ? calloc(1, padded) : NULL;
-    if (buf == NULL) {
-        free(text);
+    task *t = task_new(T_CATALOG, PD_GID);
+    if (t == NULL) return VX_ENOMEM;
+    struct raft_buffer b;
+    if (vx_pd_entry(cmd, &b) != 0) {
         free(t);
         return VX_ENOMEM;
     }
-    memcpy(buf, text, n);
-    free(text);
-    t->buf = buf;
-    t->len = padded;
+    t->buf = b.base;
+    t->len = b.len;
+    t->rt = rt;
     int rc = submit(rt, t, 30000, status);
     task_unref(t);
     return rc;
@@ -1155,12 +1101,24 @@ int vx_rt_create_collection(vx_runtime *rt, const char *name, const vx_collectio
 {
     if (!vx_collection_name_ok(name))
         return vx_errf(errbuf, VX_RT_ERRMSG_LEN, VX_EINVAL, "bad collection name");
-    cJSON *cmd = cJSON_CreateObject();
-    cJSON_AddStringToObject(cmd, "op", "create");
-    cJSON_AddStringToObject(cmd, "name", name);
-    cJSON_AddItemToObject(cmd, "cfg", config_to_json(cfg));
-    int status = 0, rc = catalog_propose(rt, cmd, &status);
-    cJSON_Delete(cmd);
+    uint64_t self = atomic_load(&rt->self_worker);
+    if (self == 0) return vx_errf(errbuf, VX_RT_ERRMSG_LEN, VX_ESTATE, "the catalog is not ready yet");
+    uint64_t placement[VX_RT_MAX_SHARDS];
+    for (uint32_t i = 0; i < cfg->shard_number; i++) placement[i] = self;
+    char *body = vx_collection_config_body(cfg);
+    if (body == NULL) return vx_errf(errbuf, VX_RT_ERRMSG_LEN, VX_ENOMEM, "out of memory");
+    Vxpd__CmdCreateCollection cc = VXPD__CMD_CREATE_COLLECTION__INIT;
+    cc.name = (char *)name;
+    cc.config_json = body;
+    cc.shard_count = cfg->shard_number;
+    cc.replication_factor = 1; /* one process holds every shard */
+    cc.n_placement = cfg->shard_number;
+    cc.placement = placement;
+    Vxpd__Command cmd = VXPD__COMMAND__INIT;
+    cmd.cmd_case = VXPD__COMMAND__CMD_CREATE_COLLECTION;
+    cmd.create_collection = &cc;
+    int status = 0, rc = catalog_propose(rt, &cmd, &status);
+    free(body);
     if (rc != 0) return vx_errf(errbuf, VX_RT_ERRMSG_LEN, rc, "the catalog did not accept the change");
     if (status == VX_EEXISTS)
         return vx_errf(errbuf, VX_RT_ERRMSG_LEN, VX_EEXISTS, "Collection `%s` already exists!", name);
@@ -1173,11 +1131,12 @@ int vx_rt_create_collection(vx_runtime *rt, const char *name, const vx_collectio
 int vx_rt_delete_collection(vx_runtime *rt, const char *name, char *errbuf)
 {
     if (!vx_collection_name_ok(name)) return VX_ENOTFOUND;
-    cJSON *cmd = cJSON_CreateObject();
-    cJSON_AddStringToObject(cmd, "op", "delete");
-    cJSON_AddStringToObject(cmd, "name", name);
-    int status = 0, rc = catalog_propose(rt, cmd, &status);
-    cJSON_Delete(cmd);
+    Vxpd__CmdDeleteCollection dc = VXPD__CMD_DELETE_COLLECTION__INIT;
+    dc.name = (char *)name;
+    Vxpd__Command cmd = VXPD__COMMAND__INIT;
+    cmd.cmd_case = VXPD__COMMAND__CMD_DELETE_COLLECTION;
+    cmd.delete_collection = &dc;
+    int status = 0, rc = catalog_propose(rt, &cmd, &status);
     if (rc != 0) return vx_errf(errbuf, VX_RT_ERRMSG_LEN, rc, "the catalog did not accept the change");
     return status;
 }
@@ -1185,12 +1144,16 @@ int vx_rt_delete_collection(vx_runtime *rt, const char *name, char *errbuf)
 int vx_rt_update_collection(vx_runtime *rt, const char *name, const vx_collection_config *cfg,
                             char *errbuf)
 {
-    cJSON *cmd = cJSON_CreateObject();
-    cJSON_AddStringToObject(cmd, "op", "update");
-    cJSON_AddStringToObject(cmd, "name", name);
-    cJSON_AddItemToObject(cmd, "cfg", config_to_json(cfg));
-    int status = 0, rc = catalog_propose(rt, cmd, &status);
-    cJSON_Delete(cmd);
+    char *body = vx_collection_config_body(cfg);
+    if (body == NULL) return vx_errf(errbuf, VX_RT_ERRMSG_LEN, VX_ENOMEM, "out of memory");
+    Vxpd__CmdUpdateCollection uc = VXPD__CMD_UPDATE_COLLECTION__INIT;
+    uc.name = (char *)name;
+    uc.config_json = body;
+    Vxpd__Command cmd = VXPD__COMMAND__INIT;
+    cmd.cmd_case = VXPD__COMMAND__CMD_UPDATE_COLLECTION;
+    cmd.update_collection = &uc;
+    int status = 0, rc = catalog_propose(rt, &cmd, &status);
+    free(body);
     if (rc != 0) return vx_errf(errbuf, VX_RT_ERRMSG_LEN, rc, "the catalog did not accept the change");
     return status;
 }

@@ -1,8 +1,8 @@
 /*
  * runtime.h - a Vectron node in one process: the libuv loop thread with the
- * node host, the catalog group (the collection registry, a Raft group of
- * its own: the seed of the placement driver) and every shard group, plus the
- * index worker pool.  `vectron serve` is one runtime whose groups all have
+ * node host, the catalog group (the placement driver's state machine,
+ * src/pd/state.c, as a one-voter Raft group with this process its only
+ * worker) and every shard group, plus the index worker pool.  `vectron serve` is one runtime whose groups all have
  * one voter -- the same code paths as a cluster.
  *
  * Threads: the loop thread owns every raft object.  Other threads (HTTP
@@ -14,8 +14,8 @@
  * runs a barrier through the loop.
  *
  * Data directory:
- *   DIR/node/           the node host (DIR/node/g<gid>/raft: Raft logs)
- *   DIR/catalog/        the catalog's LMDB store
+ *   DIR/node/           the node host (DIR/node/g<gid>/raft: Raft logs and
+ *                       snapshots; g2 is the catalog, whose state they hold)
  *   DIR/shards/<gid>/   one shard replica per shard group
  */
 #ifndef VX_SERVER_RUNTIME_H
@@ -44,10 +44,12 @@ typedef struct vx_runtime_options {
      * acknowledged write (the Raft commit latency metric); may be NULL */
     void (*observe_commit)(void *ctx, double seconds);
     void *observe_ctx;
+    uint32_t catalog_snapshot_threshold; /* catalog entries between snapshots (0: 1024) */
 } vx_runtime_options;
 
 /* Open (creating if needed) and start the loop thread; every collection of
- * the catalog is opened again.  Ready once every group has a leader. */
+ * the catalog is opened again.  Ready once the catalog has replayed its log,
+ * this process is registered in it, and every group has a leader. */
 int vx_runtime_open(const vx_runtime_options *opt, vx_runtime **out, char *errbuf);
 /* Stop accepting tasks, close every group and shard, join the loop. */
 void vx_runtime_close(vx_runtime *rt);
@@ -83,6 +85,10 @@ void vx_collection_index_config(const vx_collection_config *cfg, vx_index_config
 int vx_collection_config_patch(vx_collection_config *cfg, const struct cJSON *body,
                                char *errbuf);
 bool vx_collection_name_ok(const char *name);
+/* The configuration as a Qdrant CreateCollection body (malloc'd; NULL: out
+ * of memory): the form the placement driver's state keeps, which
+ * vx_collection_config_parse reads back to the same configuration. */
+char *vx_collection_config_body(const vx_collection_config *cfg);
 
 /* VX_EEXISTS when the name is taken; returns once every shard is ready. */
 int vx_rt_create_collection(vx_runtime *rt, const char *name, const vx_collection_config *cfg,
