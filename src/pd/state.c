@@ -496,6 +496,187 @@ static int apply_step(Vxpd__State *s, const Vxpd__CmdReplicaStep *c, vx_pd_resul
     return 0;
 }
 
+/* ---- credentials (issue 7) --------------------------------------------------------------
+ * Checked again at apply like everything else: a command that would store a
+ * clear password, an unbounded scope or a malformed digest is refused. */
+
+#define AUTH_MAX_USERS 10000
+#define AUTH_MAX_KEYS 100000
+#define AUTH_MAX_REVOKED 100000
+#define AUTH_MAX_SCOPE 256
+
+static bool valid_scope(char **colls, size_t n)
+{
+    if (n > AUTH_MAX_SCOPE) return false;
+    for (size_t i = 0; i < n; i++)
+        if (colls[i][0] == '\0' || strlen(colls[i]) > VX_PD_NAME_MAX) return false;
+    return true;
+}
+
+static bool valid_principal_name(const char *n)
+{
+    size_t len = strlen(n);
+    if (len < 1 || len > 128) return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)n[i] < 0x20 || n[i] == 0x7f) return false;
+    return true;
+}
+
+/* A deep copy in protobuf-c's unpacked shape (pack, unpack). */
+#define DEEP_COPY(fn, src, out)                                                              \
+    do {                                                                                           \
+        size_t n_ = vxpd__##fn##__get_packed_size(src);                                           \
+        uint8_t *b_ = malloc(n_ ? n_ : 1);                                                         \
+        if (b_ == NULL) return VX_ENOMEM;                                                          \
+        vxpd__##fn##__pack(src, b_);                                                               \
+        (out) = vxpd__##fn##__unpack(NULL, n_, b_);                                                \
+        free(b_);                                                                                  \
+        if ((out) == NULL) return VX_ENOMEM;                                                       \
+    } while (0)
+
+static Vxpd__User *find_user(const Vxpd__State *s, const char *name, size_t *pos)
+{
+    for (size_t i = 0; i < s->n_users; i++)
+        if (strcmp(s->users[i]->name, name) == 0) {
+            if (pos) *pos = i;
+            return s->users[i];
+        }
+    return NULL;
+}
+
+static int apply_put_user(Vxpd__State *s, const Vxpd__CmdPutUser *c, vx_pd_result *res)
+{
+    const Vxpd__User *in = c ? c->user : NULL;
+    if (in == NULL || !valid_principal_name(in->name))
+        REFUSE(res, VX_EINVAL, "a user name is 1 to 128 printable bytes");
+    if (in->role < 1 || in->role > 3) REFUSE(res, VX_EINVAL, "role must be read, write or admin");
+    if (!valid_scope(in->collections, in->n_collections))
+        REFUSE(res, VX_EINVAL, "a scope names at most %d collections of 1 to %d bytes",
+               AUTH_MAX_SCOPE, VX_PD_NAME_MAX);
+    if (in->pwhash[0] != '\0' && strncmp(in->pwhash, "$argon2id$", 10) != 0)
+        REFUSE(res, VX_EINVAL, "a password is stored only as an argon2id hash");
+    size_t pos = 0;
+    Vxpd__User *old = find_user(s, in->name, &pos);
+    if (old && c->create_only) REFUSE(res, VX_EEXISTS, "user %s already exists", in->name);
+    if (old == NULL && in->pwhash[0] == '\0') REFUSE(res, VX_EINVAL, "a new user needs a password");
+    if (old == NULL && s->n_users >= AUTH_MAX_USERS)
+        REFUSE(res, VX_EFULL, "at most %d users", AUTH_MAX_USERS);
+    Vxpd__User *u;
+    DEEP_COPY(user, in, u);
+    if (old) {
+        u->created_ms = old->created_ms;
+        u->token_gen = old->token_gen + (in->pwhash[0] != '\0');
+        if (in->pwhash[0] == '\0' && !str_set(&u->pwhash, old->pwhash)) {
+            vxpd__user__free_unpacked(u, NULL);
+            return VX_ENOMEM;
+        }
+        vxpd__user__free_unpacked(old, NULL);
+        s->users[pos] = u;
+    } else {
+        u->token_gen = 1;
+        if (!push((void ***)&s->users, &s->n_users, u)) {
+            vxpd__user__free_unpacked(u, NULL);
+            return VX_ENOMEM;
+        }
+    }
+    s->auth_epoch++;
+    return 0;
+}
+
+static int apply_delete_user(Vxpd__State *s, const Vxpd__CmdDeleteUser *c, vx_pd_result *res)
+{
+    size_t pos;
+    Vxpd__User *u = c ? find_user(s, c->name, &pos) : NULL;
+    if (u == NULL) REFUSE(res, VX_ENOTFOUND, "no user %s", c ? c->name : "");
+    erase((void **)s->users, &s->n_users, pos);
+    vxpd__user__free_unpacked(u, NULL);
+    s->auth_epoch++;
+    return 0;
+}
+
+static Vxpd__ApiKey *find_key(const Vxpd__State *s, const char *id, size_t *pos)
+{
+    for (size_t i = 0; i < s->n_api_keys; i++)
+        if (strcmp(s->api_keys[i]->id, id) == 0) {
+            if (pos) *pos = i;
+            return s->api_keys[i];
+        }
+    return NULL;
+}
+
+static int apply_put_key(Vxpd__State *s, const Vxpd__CmdPutApiKey *c, vx_pd_result *res)
+{
+    const Vxpd__ApiKey *in = c ? c->key : NULL;
+    if (in == NULL || in->id[0] == '\0' || strlen(in->id) > 32)
+        REFUSE(res, VX_EINVAL, "a key id is 1 to 32 bytes");
+    for (const char *p = in->id; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            REFUSE(res, VX_EINVAL, "a key id is lower-case hex");
+    if (in->digest.len != 32) REFUSE(res, VX_EINVAL, "a key is kept as a 32-byte digest");
+    if (in->role < 1 || in->role > 3) REFUSE(res, VX_EINVAL, "role must be read, write or admin");
+    if (strlen(in->name) > 128) REFUSE(res, VX_EINVAL, "a key name is at most 128 bytes");
+    if (!valid_scope(in->collections, in->n_collections))
+        REFUSE(res, VX_EINVAL, "a scope names at most %d collections of 1 to %d bytes",
+               AUTH_MAX_SCOPE, VX_PD_NAME_MAX);
+    if (!(in->rate >= 0 && in->rate <= 1e9) || !(in->burst >= 0 && in->burst <= 1e9))
+        REFUSE(res, VX_EINVAL, "rate and burst are 0 to 1e9");
+    if (find_key(s, in->id, NULL)) REFUSE(res, VX_EEXISTS, "key %s already exists", in->id);
+    if (s->n_api_keys >= AUTH_MAX_KEYS) REFUSE(res, VX_EFULL, "at most %d keys", AUTH_MAX_KEYS);
+    Vxpd__ApiKey *k;
+    DEEP_COPY(api_key, in, k);
+    if (!push((void ***)&s->api_keys, &s->n_api_keys, k)) {
+        vxpd__api_key__free_unpacked(k, NULL);
+        return VX_ENOMEM;
+    }
+    s->auth_epoch++;
+    return 0;
+}
+
+static int apply_delete_key(Vxpd__State *s, const Vxpd__CmdDeleteApiKey *c, vx_pd_result *res)
+{
+    size_t pos;
+    Vxpd__ApiKey *k = c ? find_key(s, c->id, &pos) : NULL;
+    if (k == NULL) REFUSE(res, VX_ENOTFOUND, "no key %s", c ? c->id : "");
+    erase((void **)s->api_keys, &s->n_api_keys, pos);
+    vxpd__api_key__free_unpacked(k, NULL);
+    s->auth_epoch++;
+    return 0;
+}
+
+static int apply_revoke(Vxpd__State *s, const Vxpd__CmdRevokeTokens *c, vx_pd_result *res)
+{
+    if (c == NULL) REFUSE(res, VX_EINVAL, "empty revocation");
+    for (size_t i = 0; i < s->n_revoked;) { /* expired entries go */
+        if (s->revoked[i]->exp < c->now) {
+            vxpd__revoked_token__free_unpacked(s->revoked[i], NULL);
+            erase((void **)s->revoked, &s->n_revoked, i);
+        } else {
+            i++;
+        }
+    }
+    if (c->jti[0] == '\0') {
+        Vxpd__User *u = find_user(s, c->user, NULL);
+        if (u == NULL) REFUSE(res, VX_ENOTFOUND, "no user %s", c->user);
+        u->token_gen++;
+    } else {
+        if (strlen(c->jti) > 64) REFUSE(res, VX_EINVAL, "a token id is at most 64 bytes");
+        for (size_t i = 0; i < s->n_revoked; i++)
+            if (strcmp(s->revoked[i]->jti, c->jti) == 0) return 0; /* already */
+        if (s->n_revoked >= AUTH_MAX_REVOKED)
+            REFUSE(res, VX_EFULL, "at most %d revoked tokens outstanding", AUTH_MAX_REVOKED);
+        Vxpd__RevokedToken *r = malloc(sizeof *r);
+        if (r == NULL) return VX_ENOMEM;
+        vxpd__revoked_token__init(r);
+        r->exp = c->exp;
+        if (!str_set(&r->jti, c->jti) || !push((void ***)&s->revoked, &s->n_revoked, r)) {
+            vxpd__revoked_token__free_unpacked(r, NULL);
+            return VX_ENOMEM;
+        }
+    }
+    s->auth_epoch++;
+    return 0;
+}
+
 int vx_pd_state_apply(vx_pd_state *st, const uint8_t *buf, size_t len, vx_pd_result *res)
 {
     memset(res, 0, sizeof *res);
@@ -523,6 +704,21 @@ int vx_pd_state_apply(vx_pd_state *st, const uint8_t *buf, size_t len, vx_pd_res
         break;
     case VXPD__COMMAND__CMD_UPDATE_COLLECTION:
         rc = apply_update(st->s, cmd->update_collection, res);
+        break;
+    case VXPD__COMMAND__CMD_PUT_USER:
+        rc = apply_put_user(st->s, cmd->put_user, res);
+        break;
+    case VXPD__COMMAND__CMD_DELETE_USER:
+        rc = apply_delete_user(st->s, cmd->delete_user, res);
+        break;
+    case VXPD__COMMAND__CMD_PUT_API_KEY:
+        rc = apply_put_key(st->s, cmd->put_api_key, res);
+        break;
+    case VXPD__COMMAND__CMD_DELETE_API_KEY:
+        rc = apply_delete_key(st->s, cmd->delete_api_key, res);
+        break;
+    case VXPD__COMMAND__CMD_REVOKE_TOKENS:
+        rc = apply_revoke(st->s, cmd->revoke_tokens, res);
         break;
     default:
         rc = VX_EFORMAT;

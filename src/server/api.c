@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include "server/api.h"
+#include "server/api_auth.h"
 #include "server/fanout.h"
 #include "server/rcache.h"
 #include "server/fastjson.h"
@@ -45,7 +46,10 @@ struct vx_api {
     vx_rcache *cache; /* search results (NULL: off) */
     vx_api_limits lim;
     struct vx_metrics *metrics;
+    vx_gate *gate; /* NULL: open */
 };
+
+void vx_api_set_gate(vx_api *api, struct vx_gate *gate) { api->gate = gate; }
 
 void vx_api_limits_default(vx_api_limits *l)
 {
@@ -129,6 +133,7 @@ typedef struct ctx {
     struct timespec t0;
     cJSON *body; /* parsed lazily by need_body */
     char partial[256]; /* shards missing from a partial search answer */
+    const vx_principal *who; /* the authenticated caller (NULL: the API is open) */
 } ctx;
 
 static double elapsed(const ctx *c)
@@ -520,8 +525,11 @@ static int h_list_collections(ctx *c)
     jbuf b;
     ok_begin(&b);
     jb_lit(&b, "{\"collections\":[");
+    bool first = true;
     for (size_t i = 0; i < n; i++) {
-        if (i) jb_ch(&b, ',');
+        if (c->who && !vx_gate_allows(c->who, VX_ROLE_READ, names[i])) continue; /* not its business */
+        if (!first) jb_ch(&b, ',');
+        first = false;
         jb_lit(&b, "{\"name\":");
         jb_cstr(&b, names[i]);
         jb_ch(&b, '}');
@@ -1950,6 +1958,15 @@ void vx_api_handle(vx_api *api, const vx_api_request *req, vx_api_response *res)
     memcpy(path, req->path, plen + 1);
     char *seg[MAX_SEGS];
     size_t n = split(path, seg);
+    vx_principal who;
+    memset(&who, 0, sizeof who);
+    if (n < MAX_SEGS && api->gate && vx_gate_enabled(api->gate)) {
+        if (vx_api_gate(api->gate, &api->be, req, seg, n, res, &who)) {
+            free(path);
+            return;
+        }
+        c.who = &who;
+    }
     if (n == MAX_SEGS) {
         res->route = "unknown";
         fail(&c, 404, "Not found: no route %s %s", req->method, req->path);
@@ -1982,5 +1999,6 @@ void vx_api_handle(vx_api *api, const vx_api_request *req, vx_api_response *res)
     }
     cJSON_Delete(c.body);
     free(path);
+    vx_principal_clear(&who);
     if (res->body == NULL) vx_api_error(res, 500, "Service internal error: no response");
 }

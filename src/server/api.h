@@ -48,6 +48,10 @@ typedef struct vx_api_request {
     size_t body_len;
     const char *(*get_arg)(void *ctx, const char *key);
     void *arg_ctx;
+    /* a request header by name (case-insensitive), NULL when absent; the
+     * callback may be NULL (no headers) */
+    const char *(*get_header)(void *ctx, const char *name);
+    const char *peer; /* the client's address (rate limits); may be NULL */
     char rid[17];
 } vx_api_request;
 
@@ -58,9 +62,15 @@ typedef struct vx_api_response {
     size_t len;
     const char *route; /* a static name for metrics and logs */
     const char *retry_after; /* a Retry-After header value, or NULL */
+    char retry_buf[16];      /* where a computed Retry-After is kept */
 } vx_api_response;
 
 void vx_api_handle(vx_api *api, const vx_api_request *req, vx_api_response *res);
+/* Authentication, authorization and rate limits (auth/gate.h) for every
+ * request from now on, and the /v1/auth and /v1/admin routes.  Without a
+ * gate (or with a disabled one) the API is open. */
+struct vx_gate;
+void vx_api_set_gate(vx_api *api, struct vx_gate *gate);
 /* A JSON error response (the transport's own refusals: 413, 408, 500). */
 void vx_api_error(vx_api_response *res, int status, const char *msg);
 

@@ -84,6 +84,10 @@ typedef struct vx_backend {
                     size_t limit, vx_point_id *ids, size_t *n);
     int (*count)(vx_bcol *c, uint32_t i, const vx_bfilter *f, uint64_t *n);
     int (*stats)(vx_bcol *c, uint32_t i, vx_bshard_stats *st);
+    /* credentials: one command (runtime.h: vx_rt_catalog_change) through the
+     * placement driver's state; returns once the gate has seen it.  NULL:
+     * this backend keeps no credentials. */
+    int (*auth_change)(void *self, const struct Vxpd__Command *cmd, char *errbuf);
 } vx_backend;
 
 /* `vectron serve`: the collections of a local runtime. */

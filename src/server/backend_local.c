@@ -142,6 +142,11 @@ static int l_stats(vx_bcol *c, uint32_t i, vx_bshard_stats *st)
     return 0;
 }
 
+static int l_auth_change(void *self, const struct Vxpd__Command *cmd, char *errbuf)
+{
+    return vx_rt_catalog_change(self, cmd, errbuf);
+}
+
 void vx_backend_local(vx_runtime *rt, vx_backend *out)
 {
     *out = (vx_backend){
@@ -164,5 +169,6 @@ void vx_backend_local(vx_runtime *rt, vx_backend *out)
         .scan_ids = l_scan_ids,
         .count = l_count,
         .stats = l_stats,
+        .auth_change = l_auth_change,
     };
 }

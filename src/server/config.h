@@ -85,6 +85,31 @@ typedef struct vx_config {
      * queued vectors also count as full).  Default 100000. */
     unsigned max_backlog;
 
+    /* ---- authentication and rate limits (src/auth/gate.h) ----
+     * "auto" (default): on when http_host is not loopback; "on"; "off"
+     * (refused beyond loopback).  With auth on, the bootstrap admin key
+     * comes from the VECTRON_ADMIN_KEY variable or admin_key_file -- never
+     * from a flag or the config file, so it shows in no process list. */
+    char auth[8];
+    /* A file holding the admin key (first line).  Default "none". */
+    char admin_key_file[VX_CONFIG_PATH_MAX];
+    /* A file holding the secret JWT signing keys are derived from.
+     * Default "none": derived from the admin key. */
+    char jwt_secret_file[VX_CONFIG_PATH_MAX];
+    /* The id of the JWT signing key.  Default "k1". */
+    char jwt_kid[33];
+    /* More key ids still accepted (rotation), comma-separated.  Default "none". */
+    char jwt_accept[256];
+    /* Lifetimes of access and refresh tokens, seconds.  Defaults 900 and
+     * 604800 (7 days). */
+    unsigned access_token_ttl_s, refresh_token_ttl_s;
+    /* Requests per second and burst per API key or user (0: unlimited).
+     * Defaults 1000 and 2000; a key may carry its own. */
+    unsigned rate_per_key, burst_per_key;
+    /* Requests per second and burst per source address without valid
+     * credentials (login, failures).  Defaults 10 and 20. */
+    unsigned rate_per_address, burst_per_address;
+
     /* Set by -h/--help; not a setting (no key, variable or default). */
     bool help;
 } vx_config;

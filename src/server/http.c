@@ -55,6 +55,24 @@ static const char *get_arg(void *ctx, const char *key)
     return MHD_lookup_connection_value(ctx, MHD_GET_ARGUMENT_KIND, key);
 }
 
+static const char *get_header(void *ctx, const char *name)
+{
+    return MHD_lookup_connection_value(ctx, MHD_HEADER_KIND, name);
+}
+
+/* The client's address as text ("?" when unknown). */
+static void peer_of(struct MHD_Connection *conn, char *out, size_t n)
+{
+    snprintf(out, n, "?");
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci == NULL || ci->client_addr == NULL) return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out, (socklen_t)n);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out, (socklen_t)n);
+}
+
 static enum MHD_Result send_response(struct MHD_Connection *conn, vx_api_response *res,
                                      const char *rid)
 {
@@ -170,7 +188,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                               .body = st->buf ? st->buf : "",
                               .body_len = st->len,
                               .get_arg = get_arg,
-                              .arg_ctx = conn};
+                              .arg_ctx = conn,
+                              .get_header = get_header};
+        char peer[64];
+        peer_of(conn, peer, sizeof peer);
+        req.peer = peer;
         memcpy(req.rid, rid, sizeof rid);
         vx_api_handle(h->api, &req, &res);
         atomic_fetch_sub(&h->in_flight, 1);

@@ -74,6 +74,7 @@ typedef struct task {
     pthread_cond_t cv;
     bool done;
     int rc, status;
+    char msg[200]; /* T_CATALOG: why it was refused */
     _Atomic int refs;
     struct task *next;
 } task;
@@ -84,6 +85,9 @@ struct vx_runtime {
     uint32_t max_backlog;
     void (*observe_commit)(void *ctx, double seconds);
     void *observe_ctx;
+    void (*on_auth)(void *ctx, const Vxpd__State *state);
+    void *auth_ctx;
+    uint64_t auth_seen; /* auth_epoch + 1 last given to on_auth (0: never) */
     uv_loop_t loop;
     uv_async_t wake;
     uv_timer_t ready_timer;
@@ -559,6 +563,10 @@ static bool is_broken(vx_runtime *rt, uint64_t gid)
 static void reconcile(vx_runtime *rt)
 {
     const Vxpd__State *s = vx_pd_state_get(rt->pd_st);
+    if (rt->on_auth && rt->auth_seen != s->auth_epoch + 1) {
+        rt->on_auth(rt->auth_ctx, s);
+        rt->auth_seen = s->auth_epoch + 1;
+    }
     const Vxpd__Worker *me = vx_pd_state_worker_by_name(rt->pd_st, LOCAL_WORKER);
     atomic_store(&rt->self_worker, me ? me->id : 0);
     for (;;) { /* gone, or deleted and created again under the same name */
@@ -659,6 +667,7 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     if (t->kind == T_CATALOG) { /* the PD state machine's result, kept by pd_result */
         vx_runtime *rt = t->rt;
         int st = status == 0 && rt->pd_res_index == req->index ? rt->pd_res.status : 0;
+        if (st != 0) snprintf(t->msg, sizeof t->msg, "%s", rt->pd_res.msg);
         task_complete(t, map_raft_status(status), st);
         return;
     }
@@ -901,6 +910,8 @@ int vx_runtime_open(const vx_runtime_options *opt, vx_runtime **out, char *errbu
     rt->max_backlog = opt->max_backlog ? opt->max_backlog : 100000;
     rt->observe_commit = opt->observe_commit;
     rt->observe_ctx = opt->observe_ctx;
+    rt->on_auth = opt->on_auth;
+    rt->auth_ctx = opt->auth_ctx;
     pthread_mutex_init(&rt->task_mu, NULL);
     pthread_rwlock_init(&rt->coll_lock, NULL);
     pthread_mutex_init(&rt->janitor_mu, NULL);
@@ -1065,7 +1076,34 @@ int vx_runtime_wait_ready(vx_runtime *rt, int timeout_ms)
 
 /* ---- collection operations ------------------------------------------------------------- */
 
+static int catalog_propose_msg(vx_runtime *rt, const Vxpd__Command *cmd, int *status, char *msg,
+                               size_t msglen);
+
 static int catalog_propose(vx_runtime *rt, const Vxpd__Command *cmd, int *status)
+{
+    return catalog_propose_msg(rt, cmd, status, NULL, 0);
+}
+
+int vx_rt_catalog_change(vx_runtime *rt, const Vxpd__Command *cmd, char *errbuf)
+{
+    switch (cmd->cmd_case) {
+    case VXPD__COMMAND__CMD_PUT_USER:
+    case VXPD__COMMAND__CMD_DELETE_USER:
+    case VXPD__COMMAND__CMD_PUT_API_KEY:
+    case VXPD__COMMAND__CMD_DELETE_API_KEY:
+    case VXPD__COMMAND__CMD_REVOKE_TOKENS: break;
+    default: return vx_errf(errbuf, VX_RT_ERRMSG_LEN, VX_EINVAL, "not a credential command");
+    }
+    int status = 0;
+    char msg[200] = "";
+    int rc = catalog_propose_msg(rt, cmd, &status, msg, sizeof msg);
+    if (rc != 0) return vx_errf(errbuf, VX_RT_ERRMSG_LEN, rc, "the catalog did not accept the change");
+    if (status != 0) return vx_errf(errbuf, VX_RT_ERRMSG_LEN, status, "%s", msg);
+    return 0;
+}
+
+static int catalog_propose_msg(vx_runtime *rt, const Vxpd__Command *cmd, int *status, char *msg,
+                               size_t msglen)
 {
     task *t = task_new(T_CATALOG, PD_GID);
     if (t == NULL) return VX_ENOMEM;
@@ -1078,6 +1116,11 @@ static int catalog_propose(vx_runtime *rt, const Vxpd__Command *cmd, int *status
     t->len = b.len;
     t->rt = rt;
     int rc = submit(rt, t, 30000, status);
+    if (msg && msglen) { /* the task is done (or timed out: then msg stays empty) */
+        pthread_mutex_lock(&t->mu);
+        snprintf(msg, msglen, "%s", t->done ? t->msg : "");
+        pthread_mutex_unlock(&t->mu);
+    }
     task_unref(t);
     return rc;
 }

@@ -35,6 +35,9 @@
 typedef struct vx_runtime vx_runtime;
 typedef struct vx_collection vx_collection;
 
+struct Vxpd__State;
+struct Vxpd__Command;
+
 typedef struct vx_runtime_options {
     const char *data_dir;
     const char *raft_address;  /* "127.0.0.1:7333" */
@@ -45,6 +48,10 @@ typedef struct vx_runtime_options {
     void (*observe_commit)(void *ctx, double seconds);
     void *observe_ctx;
     uint32_t catalog_snapshot_threshold; /* catalog entries between snapshots (0: 1024) */
+    /* called on the loop thread with the catalog's state whenever its
+     * credentials (auth_epoch) change, and once it is first loaded; may be NULL */
+    void (*on_auth)(void *ctx, const struct Vxpd__State *state);
+    void *auth_ctx;
 } vx_runtime_options;
 
 /* Open (creating if needed) and start the loop thread; every collection of
@@ -89,6 +96,13 @@ bool vx_collection_name_ok(const char *name);
  * of memory): the form the placement driver's state keeps, which
  * vx_collection_config_parse reads back to the same configuration. */
 char *vx_collection_config_body(const vx_collection_config *cfg);
+
+/* Propose one credential command (proto/pd.proto: put_user, delete_user,
+ * put_api_key, delete_api_key, revoke_tokens) to the catalog and wait for it
+ * to apply: 0, the refusal's VX_E* status (message in errbuf), or the error
+ * of the proposal.  When it returns, on_auth has seen the change. */
+struct Vxpd__Command;
+int vx_rt_catalog_change(vx_runtime *rt, const struct Vxpd__Command *cmd, char *errbuf);
 
 /* VX_EEXISTS when the name is taken; returns once every shard is ready. */
 int vx_rt_create_collection(vx_runtime *rt, const char *name, const vx_collection_config *cfg,

@@ -263,6 +263,148 @@ static void test_move_steps(void **unused)
     vx_pd_state_free(st);
 }
 
+static void assert_same(const vx_pd_state *a, const vx_pd_state *b);
+
+/* ---- credentials ---------------------------------------------------------------------- */
+
+static int put_user(vx_pd_state *st, const char *name, const char *pwhash, uint32_t role,
+                    const char *scope, bool create_only)
+{
+    Vxpd__User u = VXPD__USER__INIT;
+    u.name = (char *)name;
+    u.pwhash = (char *)pwhash;
+    u.role = role;
+    char *colls[1] = {(char *)scope};
+    if (scope) {
+        u.n_collections = 1;
+        u.collections = colls;
+    }
+    Vxpd__CmdPutUser c = VXPD__CMD_PUT_USER__INIT;
+    c.user = &u;
+    c.create_only = create_only;
+    Vxpd__Command cmd = VXPD__COMMAND__INIT;
+    cmd.cmd_case = VXPD__COMMAND__CMD_PUT_USER;
+    cmd.put_user = &c;
+    vx_pd_result res;
+    assert_int_equal(apply_cmd(st, &cmd, &res), 0);
+    return res.status;
+}
+
+static int put_key(vx_pd_state *st, const char *id, size_t digest_len, uint32_t role)
+{
+    uint8_t d[40] = {1, 2, 3};
+    Vxpd__ApiKey k = VXPD__API_KEY__INIT;
+    k.id = (char *)id;
+    k.digest.data = d;
+    k.digest.len = digest_len;
+    k.role = role;
+    Vxpd__CmdPutApiKey c = VXPD__CMD_PUT_API_KEY__INIT;
+    c.key = &k;
+    Vxpd__Command cmd = VXPD__COMMAND__INIT;
+    cmd.cmd_case = VXPD__COMMAND__CMD_PUT_API_KEY;
+    cmd.put_api_key = &c;
+    vx_pd_result res;
+    assert_int_equal(apply_cmd(st, &cmd, &res), 0);
+    return res.status;
+}
+
+static int revoke(vx_pd_state *st, const char *user, const char *jti, int64_t exp, int64_t now)
+{
+    Vxpd__CmdRevokeTokens c = VXPD__CMD_REVOKE_TOKENS__INIT;
+    c.user = (char *)user;
+    c.jti = (char *)jti;
+    c.exp = exp;
+    c.now = now;
+    Vxpd__Command cmd = VXPD__COMMAND__INIT;
+    cmd.cmd_case = VXPD__COMMAND__CMD_REVOKE_TOKENS;
+    cmd.revoke_tokens = &c;
+    vx_pd_result res;
+    assert_int_equal(apply_cmd(st, &cmd, &res), 0);
+    return res.status;
+}
+
+static void test_credentials(void **unused)
+{
+    (void)unused;
+    vx_pd_state *st = vx_pd_state_new();
+    const char *h1 = "$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$aGFzaA";
+    const char *h2 = "$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$b3RoZXI";
+    /* refusals: clear passwords, bad roles and names, no password for a new user */
+    assert_int_equal(put_user(st, "ann", "hunter2", 1, NULL, true), VX_EINVAL);
+    assert_int_equal(put_user(st, "ann", h1, 0, NULL, true), VX_EINVAL);
+    assert_int_equal(put_user(st, "ann", h1, 4, NULL, true), VX_EINVAL);
+    assert_int_equal(put_user(st, "", h1, 1, NULL, true), VX_EINVAL);
+    assert_int_equal(put_user(st, "a\nb", h1, 1, NULL, true), VX_EINVAL);
+    assert_int_equal(put_user(st, "ann", "", 1, NULL, false), VX_EINVAL);
+    assert_int_equal(put_user(st, "ann", h1, 1, "", true), VX_EINVAL);
+    assert_int_equal(vx_pd_state_get(st)->auth_epoch, 0);
+    assert_int_equal(vx_pd_state_get(st)->n_users, 0);
+    /* create, duplicate, update keeps or replaces the hash */
+    assert_int_equal(put_user(st, "ann", h1, 2, "docs", true), 0);
+    assert_int_equal(put_user(st, "ann", h1, 2, NULL, true), VX_EEXISTS);
+    const Vxpd__User *u = vx_pd_state_get(st)->users[0];
+    assert_int_equal(u->token_gen, 1);
+    assert_int_equal(u->n_collections, 1);
+    assert_int_equal(put_user(st, "ann", "", 3, NULL, false), 0); /* role change, same password */
+    u = vx_pd_state_get(st)->users[0];
+    assert_string_equal(u->pwhash, h1);
+    assert_int_equal(u->role, 3);
+    assert_int_equal(u->n_collections, 0);
+    assert_int_equal(u->token_gen, 1);
+    assert_int_equal(put_user(st, "ann", h2, 3, NULL, false), 0); /* a new password ends sessions */
+    u = vx_pd_state_get(st)->users[0];
+    assert_string_equal(u->pwhash, h2);
+    assert_int_equal(u->token_gen, 2);
+    /* revocations: one refresh token, every token of a user, expiry by the proposer's clock */
+    assert_int_equal(revoke(st, "ann", "", 0, 100), 0);
+    assert_int_equal(vx_pd_state_get(st)->users[0]->token_gen, 3);
+    assert_int_equal(revoke(st, "bob", "", 0, 100), VX_ENOTFOUND);
+    assert_int_equal(revoke(st, "", "j1", 200, 100), 0);
+    assert_int_equal(revoke(st, "", "j1", 200, 100), 0); /* again: no duplicate */
+    assert_int_equal(revoke(st, "", "j2", 300, 100), 0);
+    assert_int_equal(vx_pd_state_get(st)->n_revoked, 2);
+    assert_int_equal(revoke(st, "", "j3", 400, 250), 0); /* j1 expired at 200 */
+    assert_int_equal(vx_pd_state_get(st)->n_revoked, 2);
+    assert_string_equal(vx_pd_state_get(st)->revoked[0]->jti, "j2");
+    /* keys: hex ids, 32-byte digests, unique */
+    assert_int_equal(put_key(st, "0a1b", 31, 1), VX_EINVAL);
+    assert_int_equal(put_key(st, "0A1B", 32, 1), VX_EINVAL);
+    assert_int_equal(put_key(st, "0a1b", 32, 9), VX_EINVAL);
+    assert_int_equal(put_key(st, "0a1b", 32, 1), 0);
+    assert_int_equal(put_key(st, "0a1b", 32, 2), VX_EEXISTS);
+    assert_int_equal(vx_pd_state_get(st)->n_api_keys, 1);
+    Vxpd__CmdDeleteApiKey dk = VXPD__CMD_DELETE_API_KEY__INIT;
+    dk.id = "0a1b";
+    Vxpd__Command cmd = VXPD__COMMAND__INIT;
+    cmd.cmd_case = VXPD__COMMAND__CMD_DELETE_API_KEY;
+    cmd.delete_api_key = &dk;
+    vx_pd_result res;
+    assert_int_equal(apply_cmd(st, &cmd, &res), 0);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(apply_cmd(st, &cmd, &res), 0);
+    assert_int_equal(res.status, VX_ENOTFOUND);
+    Vxpd__CmdDeleteUser du = VXPD__CMD_DELETE_USER__INIT;
+    du.name = "ann";
+    cmd.cmd_case = VXPD__COMMAND__CMD_DELETE_USER;
+    cmd.delete_user = &du;
+    assert_int_equal(apply_cmd(st, &cmd, &res), 0);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(vx_pd_state_get(st)->n_users, 0);
+    /* every accepted change moved the auth epoch; a snapshot carries it all */
+    uint64_t epoch = vx_pd_state_get(st)->auth_epoch;
+    assert_int_equal(epoch, 10); /* a repeated revocation changed nothing */
+    assert_int_equal(put_user(st, "cy", h1, 1, "a", true), 0);
+    uint8_t *enc;
+    size_t len;
+    assert_int_equal(vx_pd_state_encode(st, &enc, &len), 0);
+    vx_pd_state *st2 = vx_pd_state_new();
+    assert_int_equal(vx_pd_state_restore(st2, enc, len), 0);
+    free(enc);
+    assert_same(st, st2);
+    vx_pd_state_free(st2);
+    vx_pd_state_free(st);
+}
+
 static int pindex(vx_pd_state *st, const char *coll, const char *field, const char *schema, bool drop)
 {
     Vxpd__CmdPayloadIndex pi = VXPD__CMD_PAYLOAD_INDEX__INIT;
@@ -446,7 +588,7 @@ int main(void)
         cmocka_unit_test(test_register),      cmocka_unit_test(test_set_state_cas),
         cmocka_unit_test(test_create_delete), cmocka_unit_test(test_move_steps),
         cmocka_unit_test(test_unknown_and_garbage), cmocka_unit_test(test_random_replicas),
-        cmocka_unit_test(test_payload_indexes),
+        cmocka_unit_test(test_payload_indexes), cmocka_unit_test(test_credentials),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
