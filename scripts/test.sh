@@ -6,7 +6,8 @@
 #   3. the API tests: `vectron serve` driven by the real Qdrant JS client and
 #      LangChain from npm (pinned in tests/api/package-lock.json), then the
 #      same tests through `vectron gateway` in front of a local cluster
-#      (scripts/cluster.sh: 3 placement drivers, 3 workers); durability tests
+#      (scripts/cluster.sh: 3 placement drivers, 3 workers); durability tests;
+#      auth tests (serve --auth on: forged credentials, RBAC matrix, rate limits)
 #   4. ASan + UBSan build, all unit tests
 #   5. TSan build, the concurrency tests (ctest label "tsan")
 #   6. libFuzzer smoke runs of every fuzz target (VX_FUZZ_SECONDS each, default 20)
@@ -40,6 +41,8 @@ section "the gateway: same answers as serve, shard deadlines, kill -9 of a shard
 bash "$ROOT/tests/api/cluster/run.sh" "$ROOT/build/vectron"
 section "durability: kill -9 and SIGTERM restarts of vectron serve"
 bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron"
+section "auth: forged credentials, the authorization matrix, sessions, rate limits, secrets"
+bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron" auth
 
 section "ASan + UBSan build and unit tests"
 build build-asan -DCMAKE_BUILD_TYPE=Debug -DVX_SANITIZE=address,undefined -DVX_BENCH=OFF

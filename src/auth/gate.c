@@ -782,6 +782,25 @@ cJSON *vx_gate_list(vx_gate *g, bool keys)
     return a;
 }
 
+cJSON *vx_gate_jwks(const vx_gate *g)
+{
+    cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "keys");
+    for (size_t i = 0; i < g->nkeys; i++) {
+        char x[64];
+        sodium_bin2base64(x, sizeof x, g->keys[i].pk, sizeof g->keys[i].pk,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+        cJSON *k = cJSON_CreateObject();
+        cJSON_AddStringToObject(k, "kty", "OKP");
+        cJSON_AddStringToObject(k, "crv", "Ed25519");
+        cJSON_AddStringToObject(k, "alg", "EdDSA");
+        cJSON_AddStringToObject(k, "use", "sig");
+        cJSON_AddStringToObject(k, "kid", g->keys[i].kid);
+        cJSON_AddStringToObject(k, "x", x);
+        cJSON_AddItemToArray(a, k);
+    }
+    return o;
+}
+
 const char *vx_role_name(vx_role r)
 {
     return r == VX_ROLE_READ ? "read" : r == VX_ROLE_WRITE ? "write" : r == VX_ROLE_ADMIN ? "admin" : "none";

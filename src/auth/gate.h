@@ -126,6 +126,10 @@ int vx_gate_new_key(char key[VX_KEY_MAX], char id[13], uint8_t digest[32]);
 struct cJSON;
 struct cJSON *vx_gate_list(vx_gate *g, bool keys);
 
+/* The public keys that verify this gate's tokens, as a JWK Set (RFC 7517,
+ * OKP/Ed25519): other services may check our tokens with it. */
+struct cJSON *vx_gate_jwks(const vx_gate *g);
+
 /* Names of roles ("read", "write", "admin") and back (VX_ROLE_NONE: unknown). */
 const char *vx_role_name(vx_role r);
 vx_role vx_role_parse(const char *s);

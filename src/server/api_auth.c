@@ -99,7 +99,7 @@ static void forbidden(vx_api_response *res, const char *coll)
 {
     char msg[400];
     if (coll)
-        snprintf(msg, sizeof msg, "Forbidden: this credential may not do that on collection `%.255s`", coll);
+        snprintf(msg, sizeof msg, "Forbidden: this credential may not do that on this collection");
     else
         snprintf(msg, sizeof msg, "Forbidden: this needs a global admin credential");
     vx_api_error(res, 403, msg);
@@ -149,6 +149,17 @@ static void auth_route(vx_gate *g, const vx_backend *be, const vx_api_request *r
                        vx_api_response *res)
 {
     res->route = "auth";
+    if (n == 3 && is(s[2], "jwks") && is(req->method, "GET")) {
+        cJSON *j = vx_gate_jwks(g);
+        char *text = cJSON_PrintUnformatted(j);
+        cJSON_Delete(j);
+        if (text == NULL) return vx_api_error(res, 500, "Service internal error: out of memory");
+        res->status = 200;
+        res->content_type = "application/json";
+        res->body = text;
+        res->len = strlen(text);
+        return;
+    }
     if (n != 3 || !is(req->method, "POST")) {
         vx_api_error(res, 404, "Not found: no such auth route");
         return;

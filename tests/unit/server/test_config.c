@@ -41,6 +41,17 @@ static const struct {
     {"log_level", "--log-level", "VECTRON_LOG_LEVEL", "info"},
     {"index_workers", "--index-workers", "VECTRON_INDEX_WORKERS", "0"},
     {"max_backlog", "--max-backlog", "VECTRON_MAX_BACKLOG", "100000"},
+    {"auth", "--auth", "VECTRON_AUTH", "auto"},
+    {"admin_key_file", "--admin-key-file", "VECTRON_ADMIN_KEY_FILE", "none"},
+    {"jwt_secret_file", "--jwt-secret-file", "VECTRON_JWT_SECRET_FILE", "none"},
+    {"jwt_kid", "--jwt-kid", "VECTRON_JWT_KID", "k1"},
+    {"jwt_accept", "--jwt-accept", "VECTRON_JWT_ACCEPT", "none"},
+    {"access_token_ttl_s", "--access-token-ttl-s", "VECTRON_ACCESS_TOKEN_TTL_S", "900"},
+    {"refresh_token_ttl_s", "--refresh-token-ttl-s", "VECTRON_REFRESH_TOKEN_TTL_S", "604800"},
+    {"rate_per_key", "--rate-per-key", "VECTRON_RATE_PER_KEY", "1000"},
+    {"burst_per_key", "--burst-per-key", "VECTRON_BURST_PER_KEY", "2000"},
+    {"rate_per_address", "--rate-per-address", "VECTRON_RATE_PER_ADDRESS", "10"},
+    {"burst_per_address", "--burst-per-address", "VECTRON_BURST_PER_ADDRESS", "20"},
 };
 #define NSPEC (sizeof spec / sizeof spec[0])
 
@@ -104,6 +115,17 @@ static void assert_config_equal(const vx_config *a, const vx_config *b)
     assert_string_equal(a->log_level, b->log_level);
     assert_int_equal(a->index_workers, b->index_workers);
     assert_int_equal(a->max_backlog, b->max_backlog);
+    assert_string_equal(a->auth, b->auth);
+    assert_string_equal(a->admin_key_file, b->admin_key_file);
+    assert_string_equal(a->jwt_secret_file, b->jwt_secret_file);
+    assert_string_equal(a->jwt_kid, b->jwt_kid);
+    assert_string_equal(a->jwt_accept, b->jwt_accept);
+    assert_int_equal(a->access_token_ttl_s, b->access_token_ttl_s);
+    assert_int_equal(a->refresh_token_ttl_s, b->refresh_token_ttl_s);
+    assert_int_equal(a->rate_per_key, b->rate_per_key);
+    assert_int_equal(a->burst_per_key, b->burst_per_key);
+    assert_int_equal(a->rate_per_address, b->rate_per_address);
+    assert_int_equal(a->burst_per_address, b->burst_per_address);
     assert_int_equal(a->help, b->help);
 }
 
