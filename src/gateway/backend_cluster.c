@@ -13,6 +13,9 @@
  */
 #include "gateway/backend_cluster.h"
 
+#include "base/log.h"
+#include "gateway/auth_sync.h"
+
 #include "base/err.h"
 #include "pd/pdrpc.h"
 #include "shard/pindex.h"
@@ -384,6 +387,21 @@ static int c_stats(vx_bcol *b, uint32_t i, vx_bshard_stats *st)
     return 0;
 }
 
+static int c_auth_change(void *self, const struct Vxpd__Command *cmd, char *errbuf)
+{
+    ProtobufCMessage *resp = NULL;
+    char err[VX_CLUSTER_ERRMSG_LEN];
+    int rc = vx_cluster_pd_call(self, VX_PD_AUTH_CHANGE, &cmd->base, &vxpd__empty__descriptor, &resp,
+                                CALL_TIMEOUT_MS, err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    if (rc != 0) return vx_errf(errbuf, VX_BACKEND_ERRMSG_LEN, rc, "%.240s", err);
+    /* this gateway sees the change before it answers */
+    vx_auth_sync *as = vx_cluster_auth(self);
+    if (as && vx_auth_sync_now(as, err) != 0)
+        vx_log(VX_LOG_WARN, "auth_sync_failed", "message=%s", err);
+    return 0;
+}
+
 void vx_backend_cluster(vx_cluster *cl, vx_backend *out)
 {
     *out = (vx_backend){
@@ -406,5 +424,6 @@ void vx_backend_cluster(vx_cluster *cl, vx_backend *out)
         .scan_ids = c_scan_ids,
         .count = c_count,
         .stats = c_stats,
+        .auth_change = c_auth_change,
     };
 }

@@ -80,6 +80,8 @@ struct vx_cluster {
     leader_entry *leaders;
     size_t nleaders, cap_leaders;
 
+    void *auth; /* the gateway's credential sync (auth_sync.h), opaque here */
+
     struct {
         atomic_ullong shard_calls, attempts, redirects, rounds, connects, conn_failures, breaker_skips,
             topology_refreshes;
@@ -164,6 +166,9 @@ int vx_cluster_new(const vx_cluster_options *o, vx_cluster **out, char *errbuf)
     *out = c;
     return 0;
 }
+
+void vx_cluster_set_auth(vx_cluster *c, void *auth) { c->auth = auth; }
+void *vx_cluster_auth(vx_cluster *c) { return c->auth; }
 
 void vx_cluster_free(vx_cluster *c)
 {

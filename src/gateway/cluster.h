@@ -106,6 +106,9 @@ typedef struct vx_cluster_options {
 
 /* VX_EINVAL without a usable PD address (at most 16). */
 int vx_cluster_new(const vx_cluster_options *o, vx_cluster **out, char *errbuf);
+/* An opaque slot for the gateway's credential sync (auth_sync.h). */
+void vx_cluster_set_auth(vx_cluster *c, void *auth);
+void *vx_cluster_auth(vx_cluster *c);
 /* Stops the refresher (waiting for a PD call in flight, at most
  * pd_timeout_ms), closes the pooled connections and drops the topology; no
  * call may be in progress, and every vx_topo must have been put. */

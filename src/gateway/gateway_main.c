@@ -14,6 +14,8 @@
 
 #include "base/err.h"
 #include "base/log.h"
+#include "auth/setup.h"
+#include "gateway/auth_sync.h"
 #include "gateway/backend_cluster.h"
 #include "server/api.h"
 #include "server/http.h"
@@ -42,8 +44,20 @@ static void gw_usage(FILE *out)
             "  --cache-ttl-ms N       a cached answer's lifetime (default 200)\n"
             "  --shard-timeout-ms N   a search's deadline per shard (default 50; per request:\n"
             "                         ?timeout=SECONDS; ?partial=true answers without late shards)\n"
-            "  --log-level L          debug, info, warn, error (default info)\n\n"
-            "Environment: VECTRON_CLUSTER_SECRET, the cluster's internal RPC secret.\n");
+            "  --log-level L          debug, info, warn, error (default info)\n"
+            "  --auth MODE            auto (default: on unless --host is loopback), on, off\n"
+            "  --admin-key-file F     the bootstrap admin key (else VECTRON_ADMIN_KEY)\n"
+            "  --jwt-secret-file F    the secret JWT keys derive from (default: the admin key)\n"
+            "  --jwt-kid KID          the id of the signing key (default k1)\n"
+            "  --jwt-accept KIDS      more key ids still accepted, comma-separated\n"
+            "  --access-token-ttl-s N, --refresh-token-ttl-s N  token lifetimes (900, 604800)\n"
+            "  --rate-per-key N, --burst-per-key N  per API key or user (1000, 2000; rate 0: off)\n"
+            "  --rate-per-address N, --burst-per-address N  per address without valid\n"
+            "                         credentials (10, 20; rate 0: off)\n"
+            "  --auth-poll-ms N       how often credentials are fetched from the PD (default 1000)\n\n"
+            "Environment: VECTRON_CLUSTER_SECRET, the cluster's internal RPC secret;\n"
+            "VECTRON_ADMIN_KEY, the bootstrap admin key.  Every gateway of a cluster needs the\n"
+            "same admin key (or JWT secret) to accept the others' tokens.\n");
 }
 
 static bool num_flag(const char *v, unsigned long max, unsigned long *out)
@@ -60,7 +74,9 @@ int vx_gateway_main(int argc, char **argv)
 {
     const char *pd = NULL, *host = "127.0.0.1", *level = "info";
     unsigned long port = 6333, max_body = 32ul << 20, conn_timeout = 30, threads = 16, ttl = 2000, shard_ms = 50, cache_mb = 64,
-                  cache_ttl = 200;
+                  cache_ttl = 200, access_ttl = 900, refresh_ttl = 604800, rate_key = 1000, burst_key = 2000,
+                  rate_addr = 10, burst_addr = 20, auth_poll = 1000;
+    const char *auth = "auto", *admin_file = "none", *jwt_file = "none", *jwt_kid = "k1", *jwt_accept = "none";
     for (int i = 0; i < argc; i += 2) { /* flag value pairs */
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
@@ -83,6 +99,18 @@ int vx_gateway_main(int argc, char **argv)
         else if (!strcmp(f, "--shard-timeout-ms")) ok = num_flag(v, 3600000, &shard_ms) && shard_ms > 0;
         else if (!strcmp(f, "--cache-mb")) ok = num_flag(v, 1ul << 20, &cache_mb);
         else if (!strcmp(f, "--cache-ttl-ms")) ok = num_flag(v, 3600000, &cache_ttl) && cache_ttl > 0;
+        else if (!strcmp(f, "--auth")) ok = !strcmp((auth = v), "auto") || !strcmp(v, "on") || !strcmp(v, "off");
+        else if (!strcmp(f, "--admin-key-file")) admin_file = v;
+        else if (!strcmp(f, "--jwt-secret-file")) jwt_file = v;
+        else if (!strcmp(f, "--jwt-kid")) jwt_kid = v;
+        else if (!strcmp(f, "--jwt-accept")) jwt_accept = v;
+        else if (!strcmp(f, "--access-token-ttl-s")) ok = num_flag(v, 86400, &access_ttl) && access_ttl >= 10;
+        else if (!strcmp(f, "--refresh-token-ttl-s")) ok = num_flag(v, 31536000, &refresh_ttl) && refresh_ttl >= 60;
+        else if (!strcmp(f, "--rate-per-key")) ok = num_flag(v, 100000000, &rate_key);
+        else if (!strcmp(f, "--burst-per-key")) ok = num_flag(v, 100000000, &burst_key) && burst_key > 0;
+        else if (!strcmp(f, "--rate-per-address")) ok = num_flag(v, 100000000, &rate_addr);
+        else if (!strcmp(f, "--burst-per-address")) ok = num_flag(v, 100000000, &burst_addr) && burst_addr > 0;
+        else if (!strcmp(f, "--auth-poll-ms")) ok = num_flag(v, 600000, &auth_poll) && auth_poll >= 10;
         else {
             fprintf(stderr, "vectron gateway: unknown flag %s (see vectron gateway --help)\n", f);
             return 2;
@@ -97,11 +125,20 @@ int vx_gateway_main(int argc, char **argv)
         return 2;
     }
     vx_log_init(stderr, vx_log_level_from_name(level));
-    bool lo = strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
-    vx_log(lo ? VX_LOG_INFO : VX_LOG_WARN, "auth_disabled", "message=%s host=%s",
-           lo ? "no authentication: the API listens on loopback only"
-              : "listening beyond loopback without authentication",
-           host);
+    vx_gate_setup gs = {.mode = auth,
+                        .host = host,
+                        .admin_key_file = admin_file,
+                        .jwt_secret_file = jwt_file,
+                        .jwt_kid = jwt_kid,
+                        .jwt_accept = jwt_accept,
+                        .access_ttl_s = (unsigned)access_ttl,
+                        .refresh_ttl_s = (unsigned)refresh_ttl,
+                        .rate_per_key = (unsigned)rate_key,
+                        .burst_per_key = (unsigned)burst_key,
+                        .rate_per_address = (unsigned)rate_addr,
+                        .burst_per_address = (unsigned)burst_addr};
+    vx_gate *gate = NULL;
+    if (vx_gate_setup_open(&gs, &gate) != 0) return 2;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -116,6 +153,14 @@ int vx_gateway_main(int argc, char **argv)
     char cerr[VX_CLUSTER_ERRMSG_LEN];
     if (vx_cluster_new(&co, &cl, cerr) != 0) {
         vx_log(VX_LOG_ERROR, "start_failed", "message=%s", cerr);
+        vx_gate_free(gate);
+        return 1;
+    }
+    vx_auth_sync *as = NULL;
+    if (vx_gate_enabled(gate) && vx_auth_sync_start(cl, gate, (unsigned)auth_poll, &as) != 0) {
+        vx_log(VX_LOG_ERROR, "start_failed", "message=%s", "cannot start the credential sync");
+        vx_cluster_free(cl);
+        vx_gate_free(gate);
         return 1;
     }
     vx_metrics *metrics = vx_metrics_new();
@@ -130,6 +175,7 @@ int vx_gateway_main(int argc, char **argv)
     vx_api *api = NULL;
     vx_http *http = NULL;
     int rc = vx_api_new(&be, &lim, metrics, &api);
+    if (rc == 0) vx_api_set_gate(api, gate);
     if (rc == 0) {
         vx_http_options ho = {.host = host,
                               .port = (uint16_t)port,
@@ -150,7 +196,9 @@ int vx_gateway_main(int argc, char **argv)
     vx_http_stop(http);
     if (api) vx_api_free(api);
     vx_metrics_free(metrics);
+    vx_auth_sync_stop(as);
     vx_cluster_free(cl);
+    vx_gate_free(gate);
     vx_log(VX_LOG_INFO, "stopped", "status=%d", rc);
     return rc == 0 ? 0 : 1;
 }

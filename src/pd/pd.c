@@ -364,6 +364,41 @@ static void on_call(void *data, vx_rpc_call *call, uint32_t method, const uint8_
         vxpd__name_request__free_unpacked(req, NULL);
         return;
     }
+    case VX_PD_GET_AUTH: {
+        UNPACK(Vxpd__AuthRequest, vxpd__auth_request, req, payload, len);
+        const Vxpd__State *s = vx_pd_state_get(pd->st);
+        Vxpd__AuthState r = VXPD__AUTH_STATE__INIT;
+        r.auth_epoch = s->auth_epoch;
+        r.changed = req->known_auth_epoch != s->auth_epoch + 1; /* callers send epoch + 1 (0: none) */
+        if (r.changed) { /* pointers into the state: nothing is copied */
+            r.users = s->users;
+            r.n_users = s->n_users;
+            r.api_keys = s->api_keys;
+            r.n_api_keys = s->n_api_keys;
+            r.revoked = s->revoked;
+            r.n_revoked = s->n_revoked;
+        }
+        vx_rpc_reply_msg(call, 0, &r.base);
+        vxpd__auth_request__free_unpacked(req, NULL);
+        return;
+    }
+    case VX_PD_AUTH_CHANGE: {
+        Vxpd__Command *c = vxpd__command__unpack(NULL, len, payload);
+        if (c == NULL) {
+            vx_rpc_reply_err(call, VX_EINVAL, NULL, "malformed request");
+            return;
+        }
+        switch (c->cmd_case) {
+        case VXPD__COMMAND__CMD_PUT_USER:
+        case VXPD__COMMAND__CMD_DELETE_USER:
+        case VXPD__COMMAND__CMD_PUT_API_KEY:
+        case VXPD__COMMAND__CMD_DELETE_API_KEY:
+        case VXPD__COMMAND__CMD_REVOKE_TOKENS: propose(pd, c, call, method, NULL); break;
+        default: vx_rpc_reply_err(call, VX_EINVAL, NULL, "not a credential command");
+        }
+        vxpd__command__free_unpacked(c, NULL);
+        return;
+    }
     case VX_PD_GET_COLLECTION: {
         UNPACK(Vxpd__NameRequest, vxpd__name_request, req, payload, len);
         const Vxpd__Collection *c = vx_pd_state_collection(pd->st, req->name);

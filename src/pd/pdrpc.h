@@ -33,6 +33,9 @@ enum vx_pd_method {
     VX_PD_UPDATE_COLLECTION = 13, /* UpdateCollectionRequest -> Empty (same size and distance) */
     VX_PD_WATCH_TOPOLOGY = 14,   /* TopologyRequest -> Topology once the epoch differs from
                                     known_epoch (at most ~10 s later: then unchanged) */
+    VX_PD_GET_AUTH = 15,         /* AuthRequest -> AuthState (credentials only when the
+                                    auth epoch differs from known_auth_epoch) */
+    VX_PD_AUTH_CHANGE = 16,      /* Command (a credential kind only) -> Empty */
 };
 
 #define VX_PD_NOT_LEADER (-2000)

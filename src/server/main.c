@@ -22,6 +22,7 @@
 #define _GNU_SOURCE
 #include "base/err.h"
 #include "auth/gate.h"
+#include "auth/setup.h"
 #include "base/log.h"
 #include "cli/cli.h"
 #include "gateway/gateway.h"
@@ -35,7 +36,6 @@
 #include "server/runtime.h"
 
 #include <pthread.h>
-#include <sodium.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,85 +61,27 @@ static void usage(FILE *out)
 
 static void observe_commit(void *ctx, double seconds) { vx_histogram_observe(ctx, seconds); }
 
-static bool loopback(const char *host)
-{
-    return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
-}
-
 static void gate_load(void *ctx, const Vxpd__State *s)
 {
     if (vx_gate_load(ctx, s) != 0) vx_log(VX_LOG_ERROR, "auth_load_failed", "message=%s", "out of memory");
 }
 
-/* The first line of path (malloc'd; NULL and a logged error when unreadable or empty). */
-static char *read_secret(const char *path, const char *what)
-{
-    FILE *f = fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n = f ? getline(&line, &cap, f) : -1;
-    if (f) fclose(f);
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
-    if (n <= 0) {
-        free(line);
-        vx_log(VX_LOG_ERROR, "start_failed", "message=%s %s path=%s", what, "file cannot be read or is empty", path);
-        return NULL;
-    }
-    return line;
-}
-
-/* Authentication as configured: on beyond loopback unless told off (which is
- * refused there), off on loopback unless told on. */
+/* Authentication as configured (auth/setup.h). */
 static int open_gate(const vx_config *cfg, vx_gate **out)
 {
-    bool on = strcmp(cfg->auth, "on") == 0 || (strcmp(cfg->auth, "auto") == 0 && !loopback(cfg->http_host));
-    if (!on && !loopback(cfg->http_host)) {
-        vx_log(VX_LOG_ERROR, "start_failed", "message=%s host=%s",
-               "auth=off is refused beyond loopback: anyone who can reach the port could read and "
-               "change every collection",
-               cfg->http_host);
-        return 2;
-    }
-    char *admin = NULL, *jwt = NULL;
-    if (on) {
-        if (strcmp(cfg->admin_key_file, "none") != 0) {
-            if ((admin = read_secret(cfg->admin_key_file, "admin_key_file")) == NULL) return 2;
-        } else if (getenv("VECTRON_ADMIN_KEY") && getenv("VECTRON_ADMIN_KEY")[0]) {
-            admin = strdup(getenv("VECTRON_ADMIN_KEY"));
-        }
-        if (strcmp(cfg->jwt_secret_file, "none") != 0 &&
-            (jwt = read_secret(cfg->jwt_secret_file, "jwt_secret_file")) == NULL) {
-            free(admin);
-            return 2;
-        }
-    }
-    vx_gate_options go = {.enabled = on,
-                          .admin_key = admin,
-                          .jwt_secret = (const uint8_t *)jwt,
-                          .jwt_secret_len = jwt ? strlen(jwt) : 0,
-                          .jwt_kid = cfg->jwt_kid,
-                          .jwt_accept = strcmp(cfg->jwt_accept, "none") ? cfg->jwt_accept : NULL,
-                          .access_ttl_s = cfg->access_token_ttl_s,
-                          .refresh_ttl_s = cfg->refresh_token_ttl_s,
-                          .key_rate = cfg->rate_per_key ? (double)cfg->rate_per_key : -1.0,
-                          .key_burst = cfg->burst_per_key,
-                          .anon_rate = cfg->rate_per_address ? (double)cfg->rate_per_address : -1.0,
-                          .anon_burst = cfg->burst_per_address};
-    char err[VX_GATE_ERRMSG_LEN];
-    int rc = vx_gate_new(&go, out, err);
-    if (admin) sodium_memzero(admin, strlen(admin)), free(admin);
-    if (jwt) sodium_memzero(jwt, strlen(jwt)), free(jwt);
-    if (rc != 0) {
-        vx_log(VX_LOG_ERROR, "start_failed", "message=%s", err);
-        return 2;
-    }
-    if (on)
-        vx_log(VX_LOG_INFO, "auth_enabled", "message=%s host=%s",
-               "authentication is on: requests need an API key or a token", cfg->http_host);
-    else
-        vx_log(VX_LOG_WARN, "auth_disabled", "message=%s",
-               "no authentication: the API listens on loopback only, open to every local user");
-    return 0;
+    vx_gate_setup gs = {.mode = cfg->auth,
+                        .host = cfg->http_host,
+                        .admin_key_file = cfg->admin_key_file,
+                        .jwt_secret_file = cfg->jwt_secret_file,
+                        .jwt_kid = cfg->jwt_kid,
+                        .jwt_accept = cfg->jwt_accept,
+                        .access_ttl_s = cfg->access_token_ttl_s,
+                        .refresh_ttl_s = cfg->refresh_token_ttl_s,
+                        .rate_per_key = cfg->rate_per_key,
+                        .burst_per_key = cfg->burst_per_key,
+                        .rate_per_address = cfg->rate_per_address,
+                        .burst_per_address = cfg->burst_per_address};
+    return vx_gate_setup_open(&gs, out);
 }
 
 static int serve(int argc, char **argv)
