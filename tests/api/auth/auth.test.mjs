@@ -357,16 +357,31 @@ test('sessions: refresh, logout, password change, revocation, key revocation', {
   await ok(s, 'DELETE', `/v1/admin/keys/${k.id}`);
   assert.equal((await call(s, 'GET', '/collections/a', undefined, { 'api-key': k.key })).text, UNAUTHORIZED);
   assert.equal((await call(s, 'DELETE', `/v1/admin/keys/${k.id}`, undefined, asAdmin(s))).status, 404);
-  // credentials survive a restart (they are in the catalog's Raft log)
-  s.proc.kill('SIGTERM');
-  await new Promise((r) => s.proc.once('exit', r));
-  const s2 = await restartOn(s);
-  assert.equal((await call(s2, 'POST', '/v1/auth/login', { username: 'bo', password: 'second password' })).status, 200);
+  // credentials survive a restart (they are in the catalog's Raft log); key
+  // rotation: signing with k2 while k1 is still accepted, then k1 retired
+  const t4 = await ok(s, 'POST', '/v1/auth/login', { username: 'bo', password: 'second password' }, {});
+  const kidOf = (tok) => JSON.parse(Buffer.from(tok.split('.')[0], 'base64url')).kid;
+  assert.equal(kidOf(t4.access_token), 'k1');
+  const restart = async (flags) => {
+    s.proc.kill('SIGTERM');
+    await new Promise((r) => s.proc.once('exit', r));
+    return restartOn(s, flags);
+  };
+  await restart(['--jwt-kid', 'k2', '--jwt-accept', 'k1']);
+  const t5 = await ok(s, 'POST', '/v1/auth/login', { username: 'bo', password: 'second password' }, {});
+  assert.equal(kidOf(t5.access_token), 'k2');
+  assert.equal((await call(s, 'GET', '/collections/a', undefined, auth(t4.access_token))).status, 200, 'k1 still accepted');
+  assert.equal((await call(s, 'GET', '/collections/a', undefined, auth(t5.access_token))).status, 200);
+  assert.equal((await call(s, 'GET', '/v1/auth/jwks')).json.keys.map((x) => x.kid).join(','), 'k2,k1');
+  await restart(['--jwt-kid', 'k2']);
+  assert.equal((await call(s, 'GET', '/collections/a', undefined, auth(t4.access_token))).text, UNAUTHORIZED, 'k1 retired');
+  assert.equal((await call(s, 'GET', '/collections/a', undefined, auth(t5.access_token))).status, 200);
+  assert.equal((await call(s, 'POST', '/v1/auth/refresh', { refresh_token: t4.refresh_token })).text, UNAUTHORIZED);
 });
 
-async function restartOn(s) {
+async function restartOn(s, flags = []) {
   const fd = fs.openSync(s.logPath, 'a');
-  const proc = spawn(BIN, ['serve', '--auth', 'on', '--data-dir', s.dir, '--http-port', String(s.port), '--rate-per-address', '0'], {
+  const proc = spawn(BIN, ['serve', '--auth', 'on', '--data-dir', s.dir, '--http-port', String(s.port), '--rate-per-address', '0', ...flags], {
     stdio: ['ignore', fd, fd],
     env: { ...process.env, VECTRON_ADMIN_KEY: s.adminKey },
   });
