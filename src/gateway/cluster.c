@@ -39,8 +39,7 @@
 typedef struct endpoint {
     struct endpoint *next;
     char addr[ADDR_MAX];
-    vx_rpc_client *idle[VX_CLUSTER_MAX_IDLE];
-    unsigned nidle;
+    vx_rpc_mux *mux; /* the shared connection (one reference held here), NULL: none yet */
     /* breaker */
     unsigned fails;        /* consecutive */
     long long open_until;  /* ms; meaningful while fails >= breaker_failures */
@@ -180,7 +179,7 @@ void vx_cluster_free(vx_cluster *c)
     pthread_join(c->refresher, NULL);
     for (endpoint *e = c->eps, *next; e; e = next) {
         next = e->next;
-        for (unsigned i = 0; i < e->nidle; i++) vx_rpc_client_close(e->idle[i]);
+        vx_rpc_mux_unref(e->mux);
         free(e);
     }
     if (c->topo) vx_topo_put(c->topo);
@@ -409,18 +408,12 @@ static void endpoint_failed(vx_cluster *c, endpoint *e)
     pthread_mutex_unlock(&c->mu);
 }
 
-/* Give a client back after an answer (NULL: it was closed). */
-static void endpoint_answered(vx_cluster *c, endpoint *e, vx_rpc_client *cl)
+static void endpoint_answered(vx_cluster *c, endpoint *e)
 {
     pthread_mutex_lock(&c->mu);
     e->fails = 0;
     e->probing = false;
-    if (cl && e->nidle < VX_CLUSTER_MAX_IDLE) {
-        e->idle[e->nidle++] = cl;
-        cl = NULL;
-    }
     pthread_mutex_unlock(&c->mu);
-    if (cl) vx_rpc_client_close(cl);
 }
 
 typedef enum {
@@ -453,35 +446,41 @@ static att_result attempt(vx_cluster *c, const char *addr, uint32_t method, cons
         }
         e->probing = true; /* half-open: this call is the probe */
     }
-    vx_rpc_client *cl = NULL;
-    while (cl == NULL && e->nidle > 0) {
-        cl = e->idle[--e->nidle];
-        if (!vx_rpc_client_usable(cl)) { /* closed by the worker while idle (a restart, a kill) */
-            vx_rpc_client_close(cl);
-            cl = NULL;
-        }
+    /* the endpoint's shared connection, or a new one */
+    vx_rpc_mux *m = e->mux, *dead = NULL;
+    if (m && !vx_rpc_mux_usable(m)) { /* broken: the worker closed it, a call failed on it */
+        dead = m;
+        e->mux = m = NULL;
     }
+    if (m) vx_rpc_mux_ref(m);
     pthread_mutex_unlock(&c->mu);
+    vx_rpc_mux_unref(dead); /* outside the lock: joins its reader */
     char rerr[VX_RPC_ERRMSG_LEN];
-    if (cl == NULL) {
+    if (m == NULL) {
         long long left = deadline - mono_ms();
         if (left > c->connect_timeout_ms) left = c->connect_timeout_ms;
         if (left < 1) left = 1;
         atomic_fetch_add(&c->st.connects, 1);
-        if (vx_rpc_client_connect(addr, c->secret, c->secret_len, (int)left, &cl, rerr) != 0) {
+        if (vx_rpc_mux_connect(addr, c->secret, c->secret_len, (int)left, &m, rerr) != 0) {
             endpoint_failed(c, e);
             ERRF(VX_EIO, "%s", rerr);
             return ATT_NOCONN;
         }
+        pthread_mutex_lock(&c->mu);
+        if (e->mux == NULL) { /* ours is the endpoint's now (a second reference) */
+            vx_rpc_mux_ref(m);
+            e->mux = m;
+        }
+        pthread_mutex_unlock(&c->mu);
     }
     long long left = deadline - mono_ms();
     if (left < 1) left = 1;
     atomic_fetch_add(&c->st.attempts, 1);
-    int rc = vx_rpc_client_call(cl, method, req, len, (int)left, status, out, outlen, rerr);
+    int rc = vx_rpc_mux_call(m, method, req, len, (int)left, status, out, outlen, rerr);
+    vx_rpc_mux_unref(m);
     if (rc != 0) {
-        vx_rpc_client_close(cl);
         if (rc == VX_EINVAL || rc == VX_ENOMEM) { /* ours, not the connection's */
-            endpoint_answered(c, e, NULL);
+            endpoint_answered(c, e);
             ERRF(VX_EIO, "%s: %s", addr, rerr);
             return ATT_NOCONN;
         }
@@ -489,13 +488,9 @@ static att_result attempt(vx_cluster *c, const char *addr, uint32_t method, cons
         ERRF(VX_EIO, "%s", rerr);
         return ATT_LOST;
     }
-    /* connection-level error frames leave the client broken */
-    bool broken = *status == VX_RPC_EAUTH || *status == VX_RPC_EPROTO || *status == VX_RPC_ETOO_LARGE;
-    if (broken) {
-        vx_rpc_client_close(cl);
-        cl = NULL;
-    }
-    endpoint_answered(c, e, cl);
+    /* connection-level error frames leave the connection broken (the mux
+     * knows; the next call replaces it) */
+    endpoint_answered(c, e);
     return ATT_ANSWER;
 }
 
@@ -801,7 +796,8 @@ int vx_cluster_endpoint_stats_get(vx_cluster *c, const char *addr, vx_cluster_en
         if (strcmp(e->addr, addr) == 0) {
             out->consecutive_failures = e->fails;
             out->open = breaker_open(c, e, mono_ms());
-            out->idle = e->nidle;
+            out->connected = e->mux != NULL && vx_rpc_mux_usable(e->mux);
+            out->inflight = e->mux ? vx_rpc_mux_inflight(e->mux) : 0;
             out->failures = e->total_fails;
             out->skipped = e->skipped;
             rc = 0;

@@ -48,9 +48,9 @@
  *     worker's breaker is open), the answer was "not the leader" or
  *     "retry".  A write whose connection failed after the request was sent
  *     (a reset, a timeout) returns VX_EIO at once: it may or may not have
- *     been applied.  Pooled connections are checked before reuse
- *     (vx_rpc_client_usable), so a connection the worker closed while it
- *     was idle is never mistaken for a lost write.  One ambiguity remains
+ *     been applied.  A connection the worker closed is seen by the mux's
+ *     reader as soon as it happens and replaced before the next request,
+ *     so it is not mistaken for a lost write.  One ambiguity remains
  *     in the worker itself: a leader that loses its leadership with the
  *     entry uncommitted answers VX_PD_NOT_LEADER, and the entry may still
  *     commit under the next leader; the retry then applies the batch
@@ -63,11 +63,12 @@
  *     become VX_EIO (wrong secret, protocol) or VX_EINVAL (request over
  *     the worker's frame limit).
  *
- * Connections.  Each worker address ("endpoint") keeps a pool of idle
- * vx_rpc_client connections (at most VX_CLUSTER_MAX_IDLE): a call checks
- * one out under the cluster's mutex, uses it alone, and checks it in;
- * a connection that failed is closed, never returned.  Endpoints live as
- * long as the cluster (workers are few).
+ * Connections.  Each worker address ("endpoint") has one multiplexed
+ * connection (rpc.h: vx_rpc_mux) that every thread's calls share, each
+ * with its own request id: no connection per request, and calls do not
+ * wait for each other.  A broken connection (the worker closed it, a send
+ * failed) is replaced by the next call; one that merely timed out a call
+ * stays.  Endpoints live as long as the cluster (workers are few).
  *
  * Circuit breaker, per endpoint: breaker_failures consecutive connection
  * failures (connect or handshake failed, the connection broke or timed out
@@ -90,7 +91,6 @@
 #include <stdint.h>
 
 #define VX_CLUSTER_ERRMSG_LEN 512
-#define VX_CLUSTER_MAX_IDLE 16 /* idle connections kept per worker address */
 
 typedef struct vx_cluster vx_cluster;
 
@@ -189,7 +189,8 @@ void vx_cluster_stats_get(vx_cluster *c, vx_cluster_stats *out);
 typedef struct vx_cluster_endpoint_stats {
     unsigned consecutive_failures;
     bool open;          /* skipping calls now (open, or half-open with its probe out) */
-    unsigned idle;      /* pooled connections */
+    bool connected;     /* its shared connection is up */
+    unsigned inflight;  /* calls waiting on it */
     uint64_t failures;  /* connection failures, in all */
     uint64_t skipped;   /* calls skipped by the breaker, in all */
 } vx_cluster_endpoint_stats;

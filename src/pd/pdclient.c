@@ -1,12 +1,18 @@
 /*
  * pdclient.c - calling the placement driver cluster (pdrpc.h): find the
  * leader, follow redirects, retry while a leader is being elected.
+ *
+ * Connections: one multiplexed connection (rpc.h: vx_rpc_mux) per PD
+ * address and secret, shared by every thread of the process (heartbeats,
+ * topology watches, credential polls, admin calls) -- no connection per
+ * call.  A broken one is replaced by the next call to that address.
  */
 #include "pd/pdrpc.h"
 
 #include "base/err.h"
 #include "rpc/rpc.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +26,52 @@ static long long mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define POOL_MAX 32
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char addr[256];
+    char *secret;
+    vx_rpc_mux *m; /* one reference held here */
+} pool[POOL_MAX];
+
+/* A referenced connection to addr (the pool's, or a new one). */
+static vx_rpc_mux *pool_get(const char *addr, const char *sec, int timeout_ms, char *err)
+{
+    vx_rpc_mux *m = NULL, *dead = NULL;
+    pthread_mutex_lock(&pool_mu);
+    for (int i = 0; i < POOL_MAX; i++)
+        if (pool[i].m && strcmp(pool[i].addr, addr) == 0 && strcmp(pool[i].secret, sec) == 0) {
+            if (vx_rpc_mux_usable(pool[i].m)) {
+                m = pool[i].m;
+                vx_rpc_mux_ref(m);
+            } else {
+                dead = pool[i].m;
+                pool[i].m = NULL;
+                free(pool[i].secret);
+                pool[i].secret = NULL;
+            }
+            break;
+        }
+    pthread_mutex_unlock(&pool_mu);
+    vx_rpc_mux_unref(dead);
+    if (m) return m;
+    if (vx_rpc_mux_connect(addr, sec, strlen(sec), timeout_ms, &m, err) != 0) return NULL;
+    pthread_mutex_lock(&pool_mu);
+    bool have = false;
+    for (int i = 0; i < POOL_MAX && !have; i++)
+        have = pool[i].m && strcmp(pool[i].addr, addr) == 0 && strcmp(pool[i].secret, sec) == 0;
+    for (int i = 0; i < POOL_MAX && !have; i++)
+        if (pool[i].m == NULL && (pool[i].secret = strdup(sec)) != NULL) {
+            snprintf(pool[i].addr, sizeof pool[i].addr, "%s", addr);
+            vx_rpc_mux_ref(m);
+            pool[i].m = m;
+            have = true;
+        }
+    pthread_mutex_unlock(&pool_mu); /* a full pool: this connection serves this call only */
+    return m;
 }
 
 int vx_pd_client_call(const char *const *addrs, size_t n, const char *secret, uint32_t method,
@@ -49,8 +101,13 @@ int vx_pd_client_call(const char *const *addrs, size_t n, const char *secret, ui
         uint8_t *out = NULL;
         size_t outlen = 0;
         char cerr[VX_RPC_ERRMSG_LEN];
-        int crc = vx_rpc_call_once(target, sec, strlen(sec), method, buf, len,
-                                   (int)(left < 5000 ? left : 5000), &status, &out, &outlen, cerr);
+        int per = (int)(left < 5000 ? left : 5000);
+        vx_rpc_mux *m = pool_get(target, sec, per, cerr);
+        int crc = VX_EIO;
+        if (m) {
+            crc = vx_rpc_mux_call(m, method, buf, len, per, &status, &out, &outlen, cerr);
+            vx_rpc_mux_unref(m);
+        }
         if (crc != 0) {
             snprintf(last, sizeof last, "%s: %s", target, cerr);
         } else if (status == 0) {

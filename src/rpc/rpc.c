@@ -947,3 +947,248 @@ int vx_rpc_call_once(const char *address, const char *secret, size_t secret_len,
     vx_rpc_client_close(c);
     return rv;
 }
+
+/* ---- multiplexed client ------------------------------------------------------------------- */
+
+typedef struct mux_wait {
+    uint64_t id;
+    pthread_cond_t cv;
+    bool done;
+    int rc; /* 0: a frame arrived (status, payload); VX_EIO: the connection died */
+    int32_t status;
+    uint8_t *payload;
+    size_t plen;
+    struct mux_wait *next;
+} mux_wait;
+
+struct vx_rpc_mux {
+    vx_rpc_client *c; /* the socket, handshake done; c->next_id is not used */
+    pthread_mutex_t wmu; /* whole frames: one writer at a time */
+    pthread_mutex_t mu;  /* the fields below */
+    uint64_t next_id;
+    mux_wait *waiting;
+    unsigned nwaiting;
+    bool broken;
+    char why[VX_RPC_ERRMSG_LEN];
+    atomic_int refs;
+    pthread_t reader;
+    bool reader_started;
+};
+
+/* mu held: fail every call in flight (rc VX_EIO, or a connection-level
+ * frame as its status) and refuse new ones. */
+static void mux_break_locked(vx_rpc_mux *m, const char *why, bool conn_frame, int32_t st,
+                             const uint8_t *p, size_t plen)
+{
+    if (!m->broken) snprintf(m->why, sizeof m->why, "%s", why);
+    m->broken = true;
+    for (mux_wait *w = m->waiting; w; w = w->next) {
+        if (w->done) continue;
+        w->done = true;
+        w->rc = conn_frame ? 0 : VX_EIO;
+        w->status = st;
+        if (conn_frame && plen > 0 && (w->payload = malloc(plen + 1)) != NULL) {
+            memcpy(w->payload, p, plen);
+            w->payload[plen] = '\0';
+            w->plen = plen;
+        }
+        pthread_cond_signal(&w->cv);
+    }
+}
+
+static void *mux_reader(void *arg)
+{
+    vx_rpc_mux *m = arg;
+    char err[VX_RPC_ERRMSG_LEN];
+    for (;;) {
+        uint8_t h[VX_RPC_HEADER_LEN];
+        if (recv_all(m->c, h, sizeof h, -1, err) != 0) break;
+        uint32_t length = get32(h);
+        if (length < MIN_LENGTH || length > VX_RPC_CLIENT_MAX_FRAME) {
+            snprintf(err, sizeof err, "%s sent a frame of bad length %u", m->c->address, length);
+            break;
+        }
+        uint64_t rid = get64(h + 8);
+        int32_t st = (int32_t)get32(h + 16);
+        size_t plen = length - MIN_LENGTH;
+        uint8_t *p = NULL;
+        if (plen > 0) {
+            p = malloc(plen + 1);
+            if (p == NULL) {
+                snprintf(err, sizeof err, "a response of %zu bytes: out of memory", plen);
+                break;
+            }
+            if (recv_all(m->c, p, plen, -1, err) != 0) {
+                free(p);
+                break;
+            }
+            p[plen] = '\0';
+        }
+        pthread_mutex_lock(&m->mu);
+        if (rid == 0 && st != 0) { /* connection-level: for everyone, then the end */
+            snprintf(err, sizeof err, "%s closed the connection: %.*s", m->c->address,
+                     (int)(plen > 200 ? 200 : plen), p ? (char *)p : "");
+            mux_break_locked(m, err, true, st, p, plen);
+            pthread_mutex_unlock(&m->mu);
+            free(p);
+            return NULL;
+        }
+        mux_wait *w = m->waiting;
+        while (w && w->id != rid) w = w->next;
+        if (w && !w->done) {
+            w->done = true;
+            w->rc = 0;
+            w->status = st;
+            w->payload = p;
+            w->plen = plen;
+            p = NULL;
+            pthread_cond_signal(&w->cv);
+        }
+        pthread_mutex_unlock(&m->mu);
+        free(p); /* nobody waits any more (timed out) */
+    }
+    pthread_mutex_lock(&m->mu);
+    mux_break_locked(m, err, false, 0, NULL, 0);
+    pthread_mutex_unlock(&m->mu);
+    return NULL;
+}
+
+int vx_rpc_mux_connect(const char *address, const char *secret, size_t secret_len, int timeout_ms,
+                       vx_rpc_mux **out, char *errbuf)
+{
+    vx_rpc_client *c;
+    int rv = vx_rpc_client_connect(address, secret, secret_len, timeout_ms, &c, errbuf);
+    if (rv != 0) return rv;
+    vx_rpc_mux *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        vx_rpc_client_close(c);
+        return vx_errf(errbuf, VX_RPC_ERRMSG_LEN, VX_ENOMEM, "rpc mux");
+    }
+    m->c = c;
+    pthread_mutex_init(&m->wmu, NULL);
+    pthread_mutex_init(&m->mu, NULL);
+    atomic_init(&m->refs, 1);
+    if (pthread_create(&m->reader, NULL, mux_reader, m) != 0) {
+        vx_rpc_client_close(c);
+        pthread_mutex_destroy(&m->wmu);
+        pthread_mutex_destroy(&m->mu);
+        free(m);
+        return vx_errf(errbuf, VX_RPC_ERRMSG_LEN, VX_ENOMEM, "rpc mux: reader thread");
+    }
+    m->reader_started = true;
+    *out = m;
+    return 0;
+}
+
+static void mux_unlink(vx_rpc_mux *m, mux_wait *w)
+{
+    for (mux_wait **pp = &m->waiting; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            m->nwaiting--;
+            return;
+        }
+}
+
+int vx_rpc_mux_call(vx_rpc_mux *m, uint32_t method, const uint8_t *req, size_t len, int timeout_ms,
+                    int32_t *status, uint8_t **resp, size_t *resp_len, char *errbuf)
+{
+    if (m == NULL || status == NULL || resp == NULL || resp_len == NULL || timeout_ms == 0 ||
+        (req == NULL && len > 0) || len > UINT32_MAX - MIN_LENGTH)
+        return vx_errf(errbuf, VX_RPC_ERRMSG_LEN, VX_EINVAL, "rpc call: bad arguments");
+    *resp = NULL;
+    *resp_len = 0;
+    int64_t deadline = deadline_of(timeout_ms);
+    mux_wait w = {0};
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_lock(&m->mu);
+    if (m->broken) {
+        int rv = vx_errf(errbuf, VX_RPC_ERRMSG_LEN, VX_EIO, "rpc call: the connection to %s failed: %s",
+                         m->c->address, m->why);
+        pthread_mutex_unlock(&m->mu);
+        pthread_cond_destroy(&w.cv);
+        return rv;
+    }
+    w.id = ++m->next_id;
+    w.next = m->waiting;
+    m->waiting = &w;
+    m->nwaiting++;
+    pthread_mutex_unlock(&m->mu);
+
+    uint8_t h[VX_RPC_HEADER_LEN];
+    put_header(h, len, method, w.id, 0);
+    char send_err[VX_RPC_ERRMSG_LEN] = "";
+    pthread_mutex_lock(&m->wmu);
+    int send_rv = send_all2(m->c, h, sizeof h, req, len, deadline, send_err);
+    pthread_mutex_unlock(&m->wmu);
+    pthread_mutex_lock(&m->mu);
+    if (send_rv != 0 && !w.done) {
+        /* a frame may be half written: the stream is lost for everyone, but
+         * the server may still have answered with a connection-level frame
+         * (request too large): the reader delivers that one; wait briefly */
+        shutdown(m->c->fd, SHUT_WR);
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        t.tv_sec += 1;
+        while (!w.done && pthread_cond_timedwait(&w.cv, &m->mu, &t) == 0) {
+        }
+        if (!w.done) mux_break_locked(m, send_err, false, 0, NULL, 0);
+    }
+    while (!w.done) {
+        if (deadline < 0) {
+            pthread_cond_wait(&w.cv, &m->mu);
+            continue;
+        }
+        int64_t dl = deadline;
+        struct timespec t = {.tv_sec = (time_t)(dl / 1000), .tv_nsec = (long)(dl % 1000) * 1000000L};
+        if (pthread_cond_timedwait(&w.cv, &m->mu, &t) == ETIMEDOUT && !w.done) break;
+    }
+    mux_unlink(m, &w);
+    bool done = w.done;
+    pthread_mutex_unlock(&m->mu);
+    pthread_cond_destroy(&w.cv);
+    if (!done)
+        return vx_errf(errbuf, VX_RPC_ERRMSG_LEN, VX_EIO, "rpc call to %s: timed out", m->c->address);
+    if (w.rc != 0) {
+        free(w.payload);
+        return vx_errf(errbuf, VX_RPC_ERRMSG_LEN, VX_EIO, "rpc call to %s: %s", m->c->address,
+                       send_rv != 0 ? send_err : m->why);
+    }
+    *status = w.status;
+    *resp = w.payload;
+    *resp_len = w.plen;
+    return 0;
+}
+
+bool vx_rpc_mux_usable(vx_rpc_mux *m)
+{
+    pthread_mutex_lock(&m->mu);
+    bool ok = !m->broken;
+    pthread_mutex_unlock(&m->mu);
+    return ok;
+}
+
+unsigned vx_rpc_mux_inflight(vx_rpc_mux *m)
+{
+    pthread_mutex_lock(&m->mu);
+    unsigned n = m->nwaiting;
+    pthread_mutex_unlock(&m->mu);
+    return n;
+}
+
+void vx_rpc_mux_ref(vx_rpc_mux *m) { atomic_fetch_add(&m->refs, 1); }
+
+void vx_rpc_mux_unref(vx_rpc_mux *m)
+{
+    if (m == NULL || atomic_fetch_sub(&m->refs, 1) != 1) return;
+    shutdown(m->c->fd, SHUT_RDWR); /* wakes the reader */
+    if (m->reader_started) pthread_join(m->reader, NULL);
+    vx_rpc_client_close(m->c);
+    pthread_mutex_destroy(&m->wmu);
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}

@@ -180,6 +180,33 @@ int vx_rpc_client_call(vx_rpc_client *c, uint32_t method, const uint8_t *req, si
 bool vx_rpc_client_usable(vx_rpc_client *c);
 void vx_rpc_client_close(vx_rpc_client *c);
 
+/* ---- multiplexed client ---------------------------------------------------------------------
+ * One connection shared by many threads, each with calls in flight at once:
+ * a caller writes its request frame (under a write lock, whole frames only)
+ * and waits for the response with its request id; a reader thread reads
+ * every response and hands it to its caller.  Calls do not wait for each
+ * other (the server answers in any order).  A call that times out leaves
+ * the connection usable (its late response is dropped on arrival); a failed
+ * send or a dead connection fails every call in flight with VX_EIO, and the
+ * mux stays broken (vx_rpc_mux_usable false): make a new one.  A
+ * connection-level error frame (wrong secret) is delivered to every call in
+ * flight as its status, as vx_rpc_client_call does.
+ *
+ * Lifetime: reference counted.  vx_rpc_mux_connect returns one reference;
+ * every thread that calls holds its own (vx_rpc_mux_ref) for the call; the
+ * last vx_rpc_mux_unref closes the socket and joins the reader. */
+typedef struct vx_rpc_mux vx_rpc_mux;
+
+int vx_rpc_mux_connect(const char *address, const char *secret, size_t secret_len, int timeout_ms,
+                       vx_rpc_mux **out, char *errbuf);
+/* As vx_rpc_client_call, from any thread. */
+int vx_rpc_mux_call(vx_rpc_mux *m, uint32_t method, const uint8_t *req, size_t len, int timeout_ms,
+                    int32_t *status, uint8_t **resp, size_t *resp_len, char *errbuf);
+bool vx_rpc_mux_usable(vx_rpc_mux *m);
+unsigned vx_rpc_mux_inflight(vx_rpc_mux *m); /* calls waiting for their answer */
+void vx_rpc_mux_ref(vx_rpc_mux *m);
+void vx_rpc_mux_unref(vx_rpc_mux *m);
+
 /* Connect, call, close. */
 int vx_rpc_call_once(const char *address, const char *secret, size_t secret_len, uint32_t method,
                      const uint8_t *req, size_t len, int timeout_ms, int32_t *status,

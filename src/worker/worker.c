@@ -85,6 +85,7 @@ struct worker {
     char *pd_list;
     char secret[256];
     unsigned heartbeat_ms;
+    unsigned election_timeout_ms; /* shard groups' Raft election timeout (libraft draws from [t, 2t]) */
     hosted *hosts;    /* loop thread */
     uint64_t dropping[64]; /* gids whose janitor has not finished */
     size_t ndropping;
@@ -193,7 +194,8 @@ static void host_open(worker *w, const Vxpd__Collection *c, const Vxpd__Shard *s
     }
     vx_shard_fsm_init(&h->fsm, sh);
     char nerr[VX_NODE_ERRMSG_LEN];
-    if (vx_group_new(w->node, s->group_id, w->id, &h->fsm.fsm, NULL, &h->g, nerr) != 0) {
+    vx_group_options go = {.election_timeout_ms = w->election_timeout_ms};
+    if (vx_group_new(w->node, s->group_id, w->id, &h->fsm.fsm, &go, &h->g, nerr) != 0) {
         fprintf(stderr, "worker: group %" PRIu64 ": %s\n", s->group_id, nerr);
         vx_shard_close(sh);
         vx_shard_fsm_destroy(&h->fsm);
@@ -1248,6 +1250,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: vectron worker --data-dir DIR --pd HOST:PORT[,...] --raft HOST:PORT --rpc HOST:PORT\n"
             "                      [--zone Z] [--rack R] [--heartbeat-ms MS] [--index-threads N]\n"
+            "                      [--election-timeout-ms MS (500)]\n"
             "                      [--search-threads N]\n\n"
             "Runs a data node: registers with the placement driver and hosts the shard\n"
             "replicas it is assigned.  Environment: VECTRON_CLUSTER_SECRET.\n");
@@ -1260,6 +1263,7 @@ int vx_worker_main(int argc, char **argv)
     const char *dir = NULL, *pd = NULL, *raft = NULL, *rpc = NULL, *zone = "", *rack = "";
     unsigned index_threads = 2, search_threads = 4;
     w->heartbeat_ms = VX_PD_HEARTBEAT_INTERVAL_MS;
+    w->election_timeout_ms = 500;
     for (int i = 0; i < argc; i += 2) { /* flag value pairs */
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
@@ -1277,6 +1281,7 @@ int vx_worker_main(int argc, char **argv)
         else if (!strcmp(f, "--zone")) zone = v;
         else if (!strcmp(f, "--rack")) rack = v;
         else if (!strcmp(f, "--heartbeat-ms")) w->heartbeat_ms = (unsigned)atoi(v);
+        else if (!strcmp(f, "--election-timeout-ms")) w->election_timeout_ms = (unsigned)atoi(v);
         else if (!strcmp(f, "--index-threads")) index_threads = (unsigned)atoi(v);
         else if (!strcmp(f, "--search-threads")) search_threads = (unsigned)atoi(v);
         else {
@@ -1284,7 +1289,8 @@ int vx_worker_main(int argc, char **argv)
             return 2;
         }
     }
-    if (!dir || !pd || !raft || !rpc || w->heartbeat_ms < 50 || w->heartbeat_ms > 60000 || index_threads < 1 ||
+    if (!dir || !pd || !raft || !rpc || w->heartbeat_ms < 50 || w->heartbeat_ms > 60000 || w->election_timeout_ms < 200 ||
+        w->election_timeout_ms > 60000 || index_threads < 1 ||
         index_threads > 256 || search_threads < 1 || search_threads > 256 || strlen(zone) >= VX_PD_DOMAIN_MAX ||
         strlen(rack) >= VX_PD_DOMAIN_MAX || strlen(dir) > 400) {
         usage(stderr);

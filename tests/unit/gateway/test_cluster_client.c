@@ -821,7 +821,7 @@ static void test_failover_and_breaker(void **unused)
            es.consecutive_failures, es.failures, es.skipped, es.open ? "open" : "closed");
     assert_true(es.open);
     assert_true(es.consecutive_failures >= BREAKER_FAILURES);
-    assert_int_equal(es.idle, 0);
+    assert_false(es.connected);
     uint64_t f0 = es.failures, s0 = es.skipped;
     /* open: no connection is tried */
     for (int i = 0; i < 5; i++)
@@ -866,7 +866,8 @@ static void test_failover_and_breaker(void **unused)
     assert_int_equal(vx_cluster_endpoint_stats_get(G.cl, dead, &es), 0);
     assert_false(es.open);
     assert_int_equal(es.consecutive_failures, 0);
-    assert_int_equal(es.idle, 1); /* the probe's connection went back to the pool */
+    assert_true(es.connected); /* the probe's connection is the endpoint's now */
+    assert_int_equal(es.inflight, 0);
     printf("breaker of %s closed %.2f s after the restart\n", dead, now_s() - b0);
     vx_cluster_stats st;
     vx_cluster_stats_get(G.cl, &st);

@@ -963,6 +963,177 @@ static void test_close_with_unanswered_call(void **state)
     fx_stop_end(f);
 }
 
+/* ---- the multiplexed client ----------------------------------------------------------------- */
+
+static vx_rpc_mux *mux(fx *f, const char *secret)
+{
+    vx_rpc_mux *m = NULL;
+    char err[VX_RPC_ERRMSG_LEN] = "";
+    int rv = vx_rpc_mux_connect(f->addr, secret, secret ? strlen(secret) : 0, WAIT_MS, &m, err);
+    if (rv != 0) fail_msg("mux connect %s: %s", f->addr, err);
+    return m;
+}
+
+typedef struct mux_caller {
+    vx_rpc_mux *m;
+    uint64_t seed;
+    int calls, bad;
+    pthread_t th;
+} mux_caller;
+
+static void *mux_caller_main(void *arg)
+{
+    mux_caller *k = arg;
+    vx_rng rng;
+    vx_rng_seed(&rng, k->seed);
+    vx_rpc_mux_ref(k->m);
+    for (int i = 0; i < k->calls; i++) {
+        uint8_t req[300];
+        size_t len = (size_t)vx_rng_below(&rng, sizeof req);
+        for (size_t j = 0; j < len; j++) req[j] = (uint8_t)vx_rng_next(&rng);
+        int32_t st;
+        uint8_t *r;
+        size_t rl;
+        int rv = vx_rpc_mux_call(k->m, i % 2 ? M_WORKER : M_ECHO, req, len, WAIT_MS, &st, &r, &rl, NULL);
+        if (rv != 0 || st != VX_RPC_OK || rl != len || (len && memcmp(r, req, len) != 0)) k->bad++;
+        free(r);
+    }
+    vx_rpc_mux_unref(k->m);
+    return NULL;
+}
+
+/* Many threads, one connection: every answer reaches its own caller,
+ * though workers answer in any order. */
+static void test_mux_concurrent(void **state)
+{
+    (void)state;
+    fx *f = fx_start(NULL);
+    pthread_t workers[3];
+    for (int i = 0; i < 3; i++) assert_int_equal(pthread_create(&workers[i], NULL, worker_main, f), 0);
+    vx_rpc_mux *m = mux(f, NULL);
+    uint64_t seed = vx_test_seed(7300);
+    mux_caller k[8];
+    for (int i = 0; i < 8; i++) {
+        k[i] = (mux_caller){m, seed + (uint64_t)i, 300, 0, 0};
+        assert_int_equal(pthread_create(&k[i].th, NULL, mux_caller_main, &k[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(k[i].th, NULL);
+        assert_int_equal(k[i].bad, 0);
+    }
+    assert_int_equal(vx_rpc_mux_inflight(m), 0);
+    assert_true(vx_rpc_mux_usable(m));
+    assert_int_equal(stats(f).connections, 1); /* one connection for 2,400 calls */
+    vx_rpc_mux_unref(m);
+    pthread_mutex_lock(&f->mu);
+    f->quit = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    for (int i = 0; i < 3; i++) pthread_join(workers[i], NULL);
+    WAIT_UNTIL(stats(f).connections == 0);
+    fx_stop(f);
+}
+
+typedef struct mux_waiter {
+    vx_rpc_mux *m;
+    int timeout_ms;
+    uint64_t tag;
+    int rv;
+    int32_t st;
+    uint64_t got;
+    pthread_t th;
+} mux_waiter;
+
+static void *mux_waiter_main(void *arg)
+{
+    mux_waiter *w = arg;
+    uint8_t *r = NULL;
+    size_t rl = 0;
+    w->rv = vx_rpc_mux_call(w->m, M_DEFER, (const uint8_t *)&w->tag, sizeof w->tag, w->timeout_ms, &w->st, &r, &rl, NULL);
+    if (w->rv == 0 && rl == 8) memcpy(&w->got, r, 8);
+    free(r);
+    return NULL;
+}
+
+/* A call that times out leaves the connection to the others; answers in
+ * reverse order reach the right callers; a late answer is dropped. */
+static void test_mux_timeout_and_order(void **state)
+{
+    (void)state;
+    fx *f = fx_start(NULL);
+    vx_rpc_mux *m = mux(f, NULL);
+    mux_waiter late = {m, 200, 99, 0, 0, 0, 0};
+    assert_int_equal(pthread_create(&late.th, NULL, mux_waiter_main, &late), 0);
+    pthread_join(late.th, NULL);
+    assert_int_equal(late.rv, VX_EIO); /* timed out */
+    assert_true(vx_rpc_mux_usable(m));
+    mux_waiter w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (mux_waiter){m, WAIT_MS, 100 + (uint64_t)i, -1, 0, 0, 0};
+        assert_int_equal(pthread_create(&w[i].th, NULL, mux_waiter_main, &w[i]), 0);
+    }
+    WAIT_UNTIL(deferred_count(f) == 5);
+    WAIT_UNTIL(vx_rpc_mux_inflight(m) == 4);
+    const size_t order[5] = {4, 3, 2, 1, 0}; /* the late one's answer last */
+    reply_in_thread(f, order, 5);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(w[i].th, NULL);
+        assert_int_equal(w[i].rv, 0);
+        assert_int_equal(w[i].st, VX_RPC_OK);
+    }
+    /* deferred_at(i) holds the request of arrival i: match by tag */
+    for (int i = 0; i < 4; i++) assert_true(w[i].got == w[i].tag);
+    int32_t st;
+    uint8_t *r;
+    size_t rl;
+    assert_int_equal(vx_rpc_mux_call(m, M_ECHO, (const uint8_t *)"x", 1, WAIT_MS, &st, &r, &rl, NULL), 0);
+    assert_int_equal(st, VX_RPC_OK);
+    free(r);
+    vx_rpc_mux_unref(m);
+    WAIT_UNTIL(stats(f).connections == 0);
+    fx_stop(f);
+}
+
+/* The server goes away: every call in flight fails at once, and so does
+ * every later one; a wrong secret reaches every caller as its status. */
+static void test_mux_failures(void **state)
+{
+    (void)state;
+    vx_rpc_server_options opt = {.secret = "s3cret", .secret_len = 6};
+    fx *f = fx_start(&opt);
+    vx_rpc_mux *bad = mux(f, "wrong");
+    int32_t st = 0;
+    uint8_t *r;
+    size_t rl;
+    assert_int_equal(vx_rpc_mux_call(bad, M_ECHO, (const uint8_t *)"x", 1, WAIT_MS, &st, &r, &rl, NULL), 0);
+    assert_int_equal(st, VX_RPC_EAUTH);
+    free(r);
+    WAIT_UNTIL(!vx_rpc_mux_usable(bad));
+    assert_int_equal(vx_rpc_mux_call(bad, M_ECHO, (const uint8_t *)"x", 1, WAIT_MS, &st, &r, &rl, NULL), VX_EIO);
+    vx_rpc_mux_unref(bad);
+
+    vx_rpc_mux *m = mux(f, "s3cret");
+    mux_waiter w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (mux_waiter){m, 60000, (uint64_t)i, -1, 0, 0, 0};
+        assert_int_equal(pthread_create(&w[i].th, NULL, mux_waiter_main, &w[i]), 0);
+    }
+    WAIT_UNTIL(deferred_count(f) == 4);
+    double t0 = vx_test_now();
+    fx_stop_begin(f);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(w[i].th, NULL);
+        assert_int_equal(w[i].rv, VX_EIO);
+    }
+    assert_true(vx_test_now() - t0 < 2.0); /* not their 60 s timeouts */
+    assert_false(vx_rpc_mux_usable(m));
+    assert_int_equal(vx_rpc_mux_call(m, M_ECHO, (const uint8_t *)"x", 1, WAIT_MS, &st, &r, &rl, NULL), VX_EIO);
+    vx_rpc_mux_unref(m);
+    const size_t order[4] = {0, 1, 2, 3};
+    reply_in_thread(f, order, 4); /* answers to a closed connection go nowhere */
+    fx_stop_end(f);
+}
+
 /* ---- a scripted fake server, for what a real one never sends ------------------------------ */
 
 typedef struct fake {
@@ -1190,6 +1361,9 @@ int main(void)
         cmocka_unit_test(test_close_with_unanswered_call),
         cmocka_unit_test(test_client_against_fake_server),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_mux_concurrent),
+        cmocka_unit_test(test_mux_timeout_and_order),
+        cmocka_unit_test(test_mux_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
