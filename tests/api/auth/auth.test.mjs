@@ -193,6 +193,11 @@ const ROUTES = [
   { m: 'GET', p: '/v1/admin/users', need: 'global' },
   { m: 'GET', p: '/v1/admin/keys', need: 'global' },
   { m: 'POST', p: '/v1/admin/keys', body: { role: 'nope' }, need: 'global' },
+  { m: 'DELETE', p: '/v1/admin/keys/000000000000', need: 'global' },
+  { m: 'POST', p: '/v1/admin/users', body: { username: 'x', password: 'short', role: 'read' }, need: 'global' },
+  { m: 'PUT', p: '/v1/admin/users/nobody', body: { role: 'nope' }, need: 'global' },
+  { m: 'DELETE', p: '/v1/admin/users/nobody', need: 'global' },
+  { m: 'POST', p: '/v1/admin/users/nobody/revoke', need: 'global' },
 ];
 const RANK = { read: 1, write: 2, admin: 3 };
 
