@@ -9,6 +9,7 @@ PKGS=(
   liblmdb-dev libraft-dev libuv1-dev libcjson-dev libmicrohttpd-dev
   libprotobuf-c-dev protobuf-c-compiler libsodium-dev
   libhnswlib-dev
+  iproute2 iptables  # the network-partition test (network namespaces)
 )
 
 missing=()

@@ -7,7 +7,8 @@
 #      LangChain from npm (pinned in tests/api/package-lock.json), then the
 #      same tests through `vectron gateway` in front of a local cluster
 #      (scripts/cluster.sh: 3 placement drivers, 3 workers); durability tests;
-#      auth tests (serve --auth on: forged credentials, RBAC matrix, rate limits)
+#      auth tests (serve --auth on: forged credentials, RBAC matrix, rate limits);
+#      a network partition of a 3-machine cluster (network namespaces, as root)
 #   4. ASan + UBSan build, all unit tests
 #   5. TSan build, the concurrency tests (ctest label "tsan")
 #   6. libFuzzer smoke runs of every fuzz target (VX_FUZZ_SECONDS each, default 20)
@@ -43,6 +44,16 @@ section "durability: kill -9 and SIGTERM restarts of vectron serve"
 bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron"
 section "auth: forged credentials, the authorization matrix, sessions, rate limits, secrets"
 bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron" auth
+section "a network partition: 3 machines in network namespaces, the shard leader cut off"
+# Needs root (network namespaces, a bridge, iptables).  Where the machine
+# can make a namespace the test must run and pass; where it cannot (no root,
+# a container without the capability) it reports itself skipped.
+if [ "$(id -u)" = 0 ] && ip netns add "vxprobe$$" 2>/dev/null; then
+  ip netns del "vxprobe$$"
+  VX_REQUIRE_NETNS=1 bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron" partition
+else
+  echo "SKIPPED: network namespaces are not available here (needs root and CAP_SYS_ADMIN)"
+fi
 
 section "ASan + UBSan build and unit tests"
 build build-asan -DCMAKE_BUILD_TYPE=Debug -DVX_SANITIZE=address,undefined -DVX_BENCH=OFF

@@ -599,10 +599,8 @@ vx_gate_verdict vx_gate_authenticate(vx_gate *g, const char *api_key, const char
                 v = take(g, p->name, rate, burst, retry_after_s) ? VX_GATE_OK : VX_GATE_LIMITED;
         }
     }
-    if (v == VX_GATE_UNAUTHORIZED) {
-        vx_principal_clear(p);
-        (void)take(g, aname, g->opt.anon_rate, g->opt.anon_burst, NULL);
-    }
+    if (v != VX_GATE_OK) vx_principal_clear(p); /* a limited caller was known: its scope goes too */
+    if (v == VX_GATE_UNAUTHORIZED) (void)take(g, aname, g->opt.anon_rate, g->opt.anon_burst, NULL);
     return v;
 }
 

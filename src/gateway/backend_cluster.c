@@ -157,12 +157,21 @@ static int c_drop(void *self, const char *name, char *errbuf)
     return 0;
 }
 
-static vx_bcol *c_open(void *self, const char *name)
+static vx_bcol *c_open(void *self, const char *name, int *why)
 {
     char err[VX_CLUSTER_ERRMSG_LEN];
+    *why = VX_ESTATE;
     vx_topo *t = vx_cluster_topology(self, err);
     if (t == NULL) return NULL;
     const Vxpd__Collection *c = vx_topo_collection(t, name);
+    if (c == NULL) {
+        /* not in this snapshot: a collection created through another
+         * gateway since, or none; one fresh topology decides */
+        vx_topo_put(t);
+        if ((t = vx_cluster_topology_fresh(self, err)) == NULL) return NULL; /* unknown: VX_ESTATE */
+        c = vx_topo_collection(t, name);
+    }
+    *why = VX_ENOTFOUND;
     if (c == NULL || c->n_shards == 0 || c->n_shards > VX_RT_MAX_SHARDS) {
         vx_topo_put(t);
         return NULL;

@@ -13,6 +13,8 @@
 #define _GNU_SOURCE
 #include "gateway/cluster.h"
 
+#include "gateway/retry_budget.h"
+
 #include "base/err.h"
 #include "pd/pdrpc.h"
 #include "rpc/rpc.h"
@@ -80,6 +82,8 @@ struct vx_cluster {
     size_t nleaders, cap_leaders;
 
     void *auth; /* the gateway's credential sync (auth_sync.h), opaque here */
+    vx_retry_budget budget;
+    bool budget_on;
 
     struct {
         atomic_ullong shard_calls, attempts, redirects, rounds, connects, conn_failures, breaker_skips,
@@ -145,6 +149,10 @@ int vx_cluster_new(const vx_cluster_options *o, vx_cluster **out, char *errbuf)
     c->breaker_open_ms = o->breaker_open_ms ? o->breaker_open_ms : 1000;
     c->pd_timeout_ms = o->pd_timeout_ms ? o->pd_timeout_ms : 3000;
     c->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 1000;
+    c->budget_on = o->retry_ratio >= 0;
+    vx_retry_budget_init(&c->budget, o->retry_ratio > 0 ? o->retry_ratio : 0.2,
+                         o->retry_per_s > 0 ? o->retry_per_s : 50, o->retry_cap > 0 ? o->retry_cap : 200,
+                         mono_ms());
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -184,6 +192,7 @@ void vx_cluster_free(vx_cluster *c)
     }
     if (c->topo) vx_topo_put(c->topo);
     free(c->leaders);
+    vx_retry_budget_destroy(&c->budget);
     pthread_cond_destroy(&c->done_cv);
     pthread_cond_destroy(&c->wake_cv);
     pthread_mutex_destroy(&c->mu);
@@ -350,6 +359,23 @@ static vx_topo *topology_wait(vx_cluster *c, long long timeout_ms, char *errbuf)
 vx_topo *vx_cluster_topology(vx_cluster *c, char *errbuf)
 {
     return topology_wait(c, c->pd_timeout_ms + 500, errbuf);
+}
+
+vx_topo *vx_cluster_topology_fresh(vx_cluster *c, char *errbuf)
+{
+    vx_cluster_invalidate(c);
+    long long deadline = mono_ms() + c->pd_timeout_ms + 500;
+    pthread_mutex_lock(&c->mu);
+    uint64_t want = c->gen;
+    while (!(c->topo && c->topo_gen >= want) && !(c->failed && c->failed_gen >= want) && mono_ms() < deadline) {
+        struct timespec ts;
+        abs_time(&ts, deadline);
+        pthread_cond_timedwait(&c->done_cv, &c->mu, &ts);
+    }
+    vx_topo *t = c->topo && c->topo_gen >= want ? topo_ref(c->topo) : NULL;
+    if (t == NULL) ERRF(VX_EIO, "no fresh topology: %s", c->refresh_err);
+    pthread_mutex_unlock(&c->mu);
+    return t;
 }
 
 /* ---- PD calls ------------------------------------------------------------------------------- */
@@ -636,6 +662,13 @@ static bool next_candidate(vx_cluster *c, const vx_topo *t, const Vxpd__Shard *s
     return false;
 }
 
+/* A retry: paid from the budget unless it follows a named leader. */
+static bool retry_allowed(vx_cluster *c, bool routed)
+{
+    if (routed || !c->budget_on) return true;
+    return vx_retry_budget_withdraw(&c->budget, mono_ms());
+}
+
 int vx_cluster_shard_call(vx_cluster *c, uint64_t gid, uint32_t method, const ProtobufCMessage *req,
                           const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                           bool leader_only, int timeout_ms, char *errbuf)
@@ -651,7 +684,9 @@ int vx_cluster_shard_call(vx_cluster *c, uint64_t gid, uint32_t method, const Pr
     const bool write = method == VX_W_WRITE;
     long long deadline = mono_ms() + timeout_ms;
     unsigned backoff = BACKOFF_MIN_MS, redirects = 0;
-    bool refreshed_for_missing = false;
+    bool first = true; /* the first attempt is not a retry */
+    vx_retry_budget_deposit(&c->budget, mono_ms());
+    bool refreshed_for_missing = false, routed = false;
     round_t rnd = {.ntried = 0};
     char hint[ADDR_MAX] = "", last[VX_CLUSTER_ERRMSG_LEN] = "no replica answered";
     int rc = VX_EIO;
@@ -661,6 +696,7 @@ int vx_cluster_shard_call(vx_cluster *c, uint64_t gid, uint32_t method, const Pr
         if (hint[0]) {
             memcpy(addr, hint, ADDR_MAX);
             hint[0] = '\0';
+            routed = true; /* to the leader a replica named: routing, free */
         } else {
             char terr[VX_CLUSTER_ERRMSG_LEN];
             long long tleft = deadline - mono_ms();
@@ -684,6 +720,12 @@ int vx_cluster_shard_call(vx_cluster *c, uint64_t gid, uint32_t method, const Pr
             vx_topo_put(t);
             if (!more) goto pause;
         }
+        if (!first && !retry_allowed(c, routed)) {
+            rc = ERRF(VX_EIO, "shard %" PRIu64 ": retry budget spent (last: %s)", gid, last);
+            goto done;
+        }
+        first = false;
+        routed = false;
         mark_tried(&rnd, addr);
         int32_t status = 0;
         uint8_t *out = NULL;
@@ -759,6 +801,11 @@ int vx_cluster_shard_call(vx_cluster *c, uint64_t gid, uint32_t method, const Pr
         {
             long long left = deadline - mono_ms();
             if (left <= 0) break;
+            if (!retry_allowed(c, false)) {
+                rc = ERRF(VX_EIO, "shard %" PRIu64 ": retry budget spent (last: %s)", gid, last);
+                goto done;
+            }
+            first = true; /* paid for: the round's first attempt */
             atomic_fetch_add(&c->st.rounds, 1);
             hint_stale(c);
             sleep_ms(backoff < left ? backoff : left);
@@ -786,6 +833,7 @@ void vx_cluster_stats_get(vx_cluster *c, vx_cluster_stats *out)
     out->conn_failures = atomic_load(&c->st.conn_failures);
     out->breaker_skips = atomic_load(&c->st.breaker_skips);
     out->topology_refreshes = atomic_load(&c->st.topology_refreshes);
+    vx_retry_budget_counts(&c->budget, &out->retries, &out->retries_denied);
 }
 
 int vx_cluster_endpoint_stats_get(vx_cluster *c, const char *addr, vx_cluster_endpoint_stats *out)

@@ -57,6 +57,10 @@
  *     twice (shard commands are idempotent upserts, deletes and payload
  *     edits, so the only trace is a higher version).
  *   - reads are retried on the next replica after any failure.
+ *   - every retry (another replica after a failed attempt, another round
+ *     after a pause) is paid from the cluster's retry budget
+ *     (retry_budget.h); with the budget spent the call ends with its last
+ *     error at once instead of adding load to a failing cluster.
  *   - an answer with a negative status that is none of the above (a
  *     refusal: VX_EINVAL, VX_EDIM, VX_EFULL, ...) is returned as is, with
  *     the worker's message (vxpd.Error) in errbuf.  Transport refusals
@@ -102,6 +106,10 @@ typedef struct vx_cluster_options {
     unsigned breaker_open_ms;    /* default 1000, then one half-open probe */
     unsigned pd_timeout_ms;      /* a topology refresh's PD call, default 3000 */
     unsigned connect_timeout_ms; /* one connection attempt to a worker, default 1000 */
+    /* the retry budget (retry_budget.h): tokens per call (default 0.2),
+     * per second (default 50) and at most (default 200); a negative
+     * retry_ratio turns the budget off (unlimited retries) */
+    double retry_ratio, retry_per_s, retry_cap;
 } vx_cluster_options;
 
 /* VX_EINVAL without a usable PD address (at most 16). */
@@ -126,6 +134,9 @@ typedef struct vx_topo {
  * invalidated (see above); the caller owns one reference.  NULL with a
  * message when the PD cannot be reached and there is no snapshot yet. */
 vx_topo *vx_cluster_topology(vx_cluster *c, char *errbuf);
+/* A topology fetched after this call (a refresh is forced); NULL when the
+ * PD cannot give one in time (the stale snapshot is not returned). */
+vx_topo *vx_cluster_topology_fresh(vx_cluster *c, char *errbuf);
 void vx_topo_put(vx_topo *t);
 /* Lookups in a snapshot (linear; NULL when absent). */
 const Vxpd__Collection *vx_topo_collection(const vx_topo *t, const char *name);
@@ -183,6 +194,8 @@ typedef struct vx_cluster_stats {
     uint64_t conn_failures;      /* connection failures (breaker failures) */
     uint64_t breaker_skips;      /* attempts skipped by an open breaker */
     uint64_t topology_refreshes; /* PD topology calls (successful or not) */
+    uint64_t retries;            /* retries the budget granted */
+    uint64_t retries_denied;     /* calls ended early: the budget was spent */
 } vx_cluster_stats;
 void vx_cluster_stats_get(vx_cluster *c, vx_cluster_stats *out);
 

@@ -309,6 +309,10 @@ static void dispatch(conn *c, const uint8_t *frame, uint32_t length)
     c->refs++;
     c->pending++;
     atomic_fetch_add_explicit(&s->n_calls, 1, memory_order_relaxed);
+    if (call->method == VX_RPC_PING) { /* the transport's own: answered here, at once */
+        vx_rpc_reply(call, VX_RPC_OK, NULL, 0);
+        return;
+    }
     s->handler(s->data, call, call->method, frame + MIN_LENGTH, length - MIN_LENGTH);
 }
 
@@ -973,6 +977,9 @@ struct vx_rpc_mux {
     atomic_int refs;
     pthread_t reader;
     bool reader_started;
+    /* liveness (reader thread only): a peer silent while calls wait is
+     * pinged, and declared dead when the ping goes unanswered */
+    int64_t last_rx_ms, ping_sent_ms; /* ping_sent_ms 0: none out */
 };
 
 /* mu held: fail every call in flight (rc VX_EIO, or a connection-level
@@ -996,13 +1003,55 @@ static void mux_break_locked(vx_rpc_mux *m, const char *why, bool conn_frame, in
     }
 }
 
+/* Reader thread: wait for the next frame, pinging a silent peer while calls
+ * wait.  0: data is there; VX_EIO: the peer is gone or dead (err set). */
+static int mux_await(vx_rpc_mux *m, char *err)
+{
+    for (;;) {
+        struct pollfd p = {.fd = m->c->fd, .events = POLLIN};
+        int n = poll(&p, 1, 250);
+        if (n > 0) return 0; /* data, EOF or an error: the read tells */
+        if (n < 0 && errno != EINTR) return vx_errf(err, VX_RPC_ERRMSG_LEN, VX_EIO, "poll: %s", strerror(errno));
+        int64_t now = now_ms();
+        pthread_mutex_lock(&m->mu);
+        bool waiting = m->nwaiting > 0, broken = m->broken;
+        uint64_t id = 0;
+        if (waiting && m->ping_sent_ms == 0 && now - m->last_rx_ms >= VX_RPC_MUX_PROBE_MS) id = ++m->next_id;
+        pthread_mutex_unlock(&m->mu);
+        if (broken) return vx_errf(err, VX_RPC_ERRMSG_LEN, VX_EIO, "closed");
+        if (!waiting) {
+            m->ping_sent_ms = 0;
+            m->last_rx_ms = now; /* silence without calls is no sign of anything */
+            continue;
+        }
+        if (m->ping_sent_ms && now - m->ping_sent_ms >= VX_RPC_MUX_DEAD_MS)
+            return vx_errf(err, VX_RPC_ERRMSG_LEN, VX_EIO, "%s did not answer a ping within %d ms",
+                           m->c->address, VX_RPC_MUX_DEAD_MS);
+        if (id) {
+            uint8_t h[VX_RPC_HEADER_LEN];
+            put_header(h, 0, VX_RPC_PING, id, 0);
+            char serr[VX_RPC_ERRMSG_LEN];
+            pthread_mutex_lock(&m->wmu);
+            int rv = send_all2(m->c, h, sizeof h, NULL, 0, now + VX_RPC_MUX_DEAD_MS, serr);
+            pthread_mutex_unlock(&m->wmu);
+            if (rv != 0) return vx_errf(err, VX_RPC_ERRMSG_LEN, VX_EIO, "%s", serr);
+            m->ping_sent_ms = now;
+        }
+    }
+}
+
 static void *mux_reader(void *arg)
 {
     vx_rpc_mux *m = arg;
     char err[VX_RPC_ERRMSG_LEN];
+    m->last_rx_ms = now_ms();
     for (;;) {
         uint8_t h[VX_RPC_HEADER_LEN];
-        if (recv_all(m->c, h, sizeof h, -1, err) != 0) break;
+        if (mux_await(m, err) != 0) break;
+        /* a frame started: the rest of it must follow within the dead time */
+        if (recv_all(m->c, h, sizeof h, now_ms() + 10 * VX_RPC_MUX_DEAD_MS, err) != 0) break;
+        m->last_rx_ms = now_ms();
+        m->ping_sent_ms = 0;
         uint32_t length = get32(h);
         if (length < MIN_LENGTH || length > VX_RPC_CLIENT_MAX_FRAME) {
             snprintf(err, sizeof err, "%s sent a frame of bad length %u", m->c->address, length);
@@ -1018,10 +1067,11 @@ static void *mux_reader(void *arg)
                 snprintf(err, sizeof err, "a response of %zu bytes: out of memory", plen);
                 break;
             }
-            if (recv_all(m->c, p, plen, -1, err) != 0) {
+            if (recv_all(m->c, p, plen, now_ms() + 10 * VX_RPC_MUX_DEAD_MS + (int64_t)(plen >> 16), err) != 0) {
                 free(p);
                 break;
             }
+            m->last_rx_ms = now_ms();
             p[plen] = '\0';
         }
         pthread_mutex_lock(&m->mu);

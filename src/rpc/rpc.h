@@ -49,6 +49,9 @@
  * a method it does not know (VX_RPC_EUNKNOWN_METHOD is the conventional
  * status) is the application's business.
  *
+ * Method 0 (VX_RPC_PING) is the transport's: the server answers it itself,
+ * with status 0 and no payload, and the handler never sees it.
+ *
  * Connection-level errors are frames with request id 0 (client request ids
  * start at 1) and a message payload: a failed handshake, or a frame whose
  * length is outside [16, max_frame] (VX_RPC_ETOO_LARGE).  The server decides
@@ -84,6 +87,9 @@
 #define VX_RPC_CLIENT_MAX_FRAME (1u << 30)   /* largest response a client takes */
 #define VX_RPC_MAX_PENDING 1024              /* unanswered calls per connection */
 #define VX_RPC_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
+#define VX_RPC_PING 0u              /* method 0: the transport's ping, answered by the server itself */
+#define VX_RPC_MUX_PROBE_MS 1000    /* a mux pings a peer silent this long while calls wait ... */
+#define VX_RPC_MUX_DEAD_MS 2000     /* ... and gives the connection up when the ping goes unanswered */
 
 /* Response status values. */
 #define VX_RPC_OK 0
@@ -191,6 +197,15 @@ void vx_rpc_client_close(vx_rpc_client *c);
  * mux stays broken (vx_rpc_mux_usable false): make a new one.  A
  * connection-level error frame (wrong secret) is delivered to every call in
  * flight as its status, as vx_rpc_client_call does.
+ *
+ * Liveness: a peer can vanish without a reset (a network partition, a
+ * paused host): then nothing would ever fail the calls but their own
+ * timeouts.  While calls wait and nothing has arrived for
+ * VX_RPC_MUX_PROBE_MS, the reader sends a ping (method VX_RPC_PING, which
+ * every server answers on its loop at once, never passing it to the
+ * handler); if nothing arrives within VX_RPC_MUX_DEAD_MS of the ping, the
+ * connection is declared dead and every call in flight fails with VX_EIO.
+ * A slow answer from a live peer is no problem: its pings come back.
  *
  * Lifetime: reference counted.  vx_rpc_mux_connect returns one reference;
  * every thread that calls holds its own (vx_rpc_mux_ref) for the call; the

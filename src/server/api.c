@@ -98,9 +98,10 @@ typedef struct acol {
     vx_bcol *h;
 } acol;
 
-static acol *col_open(vx_api *api, const char *name)
+static acol *col_open_why(vx_api *api, const char *name, int *why)
 {
-    vx_bcol *h = api->be.open(api->be.self, name);
+    *why = VX_ENOMEM;
+    vx_bcol *h = api->be.open(api->be.self, name, why);
     if (h == NULL) return NULL;
     acol *a = malloc(sizeof *a);
     if (a == NULL) {
@@ -110,6 +111,12 @@ static acol *col_open(vx_api *api, const char *name)
     a->be = &api->be;
     a->h = h;
     return a;
+}
+
+static acol *col_open(vx_api *api, const char *name)
+{
+    int why;
+    return col_open_why(api, name, &why);
 }
 
 static void col_put(acol *a)
@@ -507,8 +514,13 @@ static void bfilter_free(vx_bfilter *f)
 
 static acol *get_collection(ctx *c, const char *name)
 {
-    acol *col = col_open(c->api, name);
-    if (col == NULL) fail(c, 404, "Not found: Collection `%s` doesn't exist!", name);
+    int why;
+    acol *col = col_open_why(c->api, name, &why);
+    if (col == NULL && why == VX_ESTATE)
+        fail(c, 503, "Service unavailable: the cluster's topology cannot be refreshed, so whether "
+                     "collection `%s` exists is unknown; retry later", name);
+    else if (col == NULL)
+        fail(c, 404, "Not found: Collection `%s` doesn't exist!", name);
     return col;
 }
 
@@ -542,7 +554,10 @@ static int h_list_collections(ctx *c)
 
 static int h_exists(ctx *c, const char *name)
 {
-    acol *col = col_open(c->api, name);
+    int why;
+    acol *col = col_open_why(c->api, name, &why);
+    if (col == NULL && why == VX_ESTATE)
+        return fail(c, 503, "Service unavailable: the cluster's topology cannot be refreshed; retry later");
     col_put(col);
     return ok_raw(c, col ? "{\"exists\":true}" : "{\"exists\":false}");
 }

@@ -61,7 +61,9 @@ typedef struct vx_backend {
                   char *errbuf);
     int (*update)(void *self, const char *name, const vx_collection_config *cfg, char *errbuf);
     int (*drop)(void *self, const char *name, char *errbuf); /* VX_ENOTFOUND if absent */
-    vx_bcol *(*open)(void *self, const char *name);           /* NULL: no such collection */
+    /* NULL: no such collection (*why VX_ENOTFOUND), or the backend cannot
+     * tell now (*why VX_ESTATE: a cluster whose topology cannot be refreshed) */
+    vx_bcol *(*open)(void *self, const char *name, int *why);
     void (*close)(vx_bcol *c);
     bool (*ready)(void *self);
     /* an open collection */

@@ -29,7 +29,11 @@ static int l_update(void *self, const char *name, const vx_collection_config *cf
 
 static int l_drop(void *self, const char *name, char *errbuf) { return vx_rt_delete_collection(self, name, errbuf); }
 
-static vx_bcol *l_open(void *self, const char *name) { return (vx_bcol *)vx_rt_collection_get(self, name); }
+static vx_bcol *l_open(void *self, const char *name, int *why)
+{
+    *why = VX_ENOTFOUND;
+    return (vx_bcol *)vx_rt_collection_get(self, name);
+}
 
 static void l_close(vx_bcol *c) { vx_rt_collection_put(col(c)); }
 

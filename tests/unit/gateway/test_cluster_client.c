@@ -873,9 +873,11 @@ static void test_failover_and_breaker(void **unused)
     vx_cluster_stats_get(G.cl, &st);
     printf("client: %" PRIu64 " shard calls, %" PRIu64 " attempts, %" PRIu64 " connects, %" PRIu64
            " redirects, %" PRIu64 " backoff rounds, %" PRIu64 " connection failures, %" PRIu64
-           " breaker skips, %" PRIu64 " topology refreshes\n",
+           " breaker skips, %" PRIu64 " topology refreshes, %" PRIu64 " retries granted, %" PRIu64 " denied\n",
            st.shard_calls, st.attempts, st.connects, st.redirects, st.rounds, st.conn_failures, st.breaker_skips,
-           st.topology_refreshes);
+           st.topology_refreshes, st.retries, st.retries_denied);
+    assert_true(st.retries > 0);           /* the failover above needed some */
+    assert_int_equal(st.retries_denied, 0); /* and the budget let a failover through */
     assert_true(st.connects < st.attempts / 4); /* pooled: not a connection per request */
     G.passed++;
 }

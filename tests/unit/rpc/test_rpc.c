@@ -1235,6 +1235,51 @@ static void fake_end(fake *k)
     assert_true(k->ok);
 }
 
+/* Liveness of a mux: a live server that takes its time keeps the call
+ * (pings are answered), one that went silent (a partition) is given up
+ * after a probe and a ping's wait, long before the call's own timeout. */
+static void test_mux_liveness(void **state)
+{
+    (void)state;
+    fx *f = fx_start(NULL);
+    vx_rpc_mux *m = mux(f, NULL);
+    mux_waiter slow = {m, 3500, 7, -1, 0, 0, 0};
+    double t0 = vx_test_now();
+    assert_int_equal(pthread_create(&slow.th, NULL, mux_waiter_main, &slow), 0);
+    pthread_join(slow.th, NULL);
+    double took = vx_test_now() - t0;
+    assert_int_equal(slow.rv, VX_EIO); /* its own timeout ... */
+    assert_true(took >= 3.4);          /* ... not an early verdict */
+    assert_true(vx_rpc_mux_usable(m));
+    assert_int_equal(stats(f).calls, 1); /* the deferred call; the pings were answered */
+    assert_int_equal(deferred_count(f), 1); /* and never reached the handler */
+    vx_rpc_mux_unref(m);
+    const size_t first = 0;
+    reply_in_thread(f, &first, 1);
+    WAIT_UNTIL(stats(f).connections == 0);
+    fx_stop(f);
+
+    fake k;
+    fake_start(&k, 3); /* handshake, then silence */
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", k.port);
+    char err[VX_RPC_ERRMSG_LEN] = "";
+    assert_int_equal(vx_rpc_mux_connect(addr, "abc", 3, WAIT_MS, &m, err), 0);
+    int32_t st;
+    uint8_t *r;
+    size_t rl;
+    t0 = vx_test_now();
+    assert_int_equal(vx_rpc_mux_call(m, M_ECHO, (const uint8_t *)"x", 1, 60000, &st, &r, &rl, err), VX_EIO);
+    took = vx_test_now() - t0;
+    printf("silent peer given up after %.2f s: %s\n", took, err);
+    assert_true(took < (VX_RPC_MUX_PROBE_MS + VX_RPC_MUX_DEAD_MS) / 1000.0 + 1.0);
+    assert_non_null(strstr(err, "ping"));
+    assert_false(vx_rpc_mux_usable(m));
+    vx_rpc_mux_unref(m);
+    atomic_store(&k.release, true);
+    fake_end(&k);
+}
+
 static void test_client_against_fake_server(void **state)
 {
     (void)state;
@@ -1364,6 +1409,7 @@ int main(void)
         cmocka_unit_test(test_mux_concurrent),
         cmocka_unit_test(test_mux_timeout_and_order),
         cmocka_unit_test(test_mux_failures),
+        cmocka_unit_test(test_mux_liveness),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
