@@ -244,6 +244,9 @@ int vx_admin_main(int argc, char **argv)
                         cJSON_AddNumberToObject(e, "term", (double)si->term);
                         cJSON_AddNumberToObject(e, "applied", (double)si->applied);
                         cJSON_AddNumberToObject(e, "points", (double)si->count);
+                        char dg[17]; /* as text: a JSON number would lose bits */
+                        snprintf(dg, sizeof dg, "%016" PRIx64, si->digest);
+                        cJSON_AddStringToObject(e, "digest", dg);
                         vxw__shard_info__free_unpacked(si, NULL);
                     }
                     cJSON_AddItemToArray(o, e);

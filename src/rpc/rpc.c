@@ -974,6 +974,9 @@ struct vx_rpc_mux {
     unsigned nwaiting;
     bool broken;
     char why[VX_RPC_ERRMSG_LEN];
+    int32_t conn_status; /* a connection-level frame ended it (wrong secret...): for every later call */
+    uint8_t *conn_msg;
+    size_t conn_len;
     atomic_int refs;
     pthread_t reader;
     bool reader_started;
@@ -989,6 +992,14 @@ static void mux_break_locked(vx_rpc_mux *m, const char *why, bool conn_frame, in
 {
     if (!m->broken) snprintf(m->why, sizeof m->why, "%s", why);
     m->broken = true;
+    if (conn_frame && m->conn_status == 0) { /* kept for calls that come later */
+        m->conn_status = st;
+        if (plen > 0 && (m->conn_msg = malloc(plen + 1)) != NULL) {
+            memcpy(m->conn_msg, p, plen);
+            m->conn_msg[plen] = '\0';
+            m->conn_len = plen;
+        }
+    }
     for (mux_wait *w = m->waiting; w; w = w->next) {
         if (w->done) continue;
         w->done = true;
@@ -1156,6 +1167,17 @@ int vx_rpc_mux_call(vx_rpc_mux *m, uint32_t method, const uint8_t *req, size_t l
     pthread_cond_init(&w.cv, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_lock(&m->mu);
+    if (m->broken && m->conn_status != 0) { /* the server's verdict on this connection, as an answer */
+        *status = m->conn_status;
+        if (m->conn_len > 0 && (*resp = malloc(m->conn_len + 1)) != NULL) {
+            memcpy(*resp, m->conn_msg, m->conn_len + 1);
+            *resp_len = m->conn_len;
+        }
+        vx_errf(errbuf, VX_RPC_ERRMSG_LEN, VX_EIO, "%s", m->why);
+        pthread_mutex_unlock(&m->mu);
+        pthread_cond_destroy(&w.cv);
+        return 0;
+    }
     if (m->broken) {
         int rv = vx_errf(errbuf, VX_RPC_ERRMSG_LEN, VX_EIO, "rpc call: the connection to %s failed: %s",
                          m->c->address, m->why);
@@ -1240,5 +1262,6 @@ void vx_rpc_mux_unref(vx_rpc_mux *m)
     vx_rpc_client_close(m->c);
     pthread_mutex_destroy(&m->wmu);
     pthread_mutex_destroy(&m->mu);
+    free(m->conn_msg);
     free(m);
 }

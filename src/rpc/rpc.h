@@ -196,7 +196,8 @@ void vx_rpc_client_close(vx_rpc_client *c);
  * send or a dead connection fails every call in flight with VX_EIO, and the
  * mux stays broken (vx_rpc_mux_usable false): make a new one.  A
  * connection-level error frame (wrong secret) is delivered to every call in
- * flight as its status, as vx_rpc_client_call does.
+ * flight, and to every later call on that mux, as its status (with its
+ * message as the payload), as vx_rpc_client_call does.
  *
  * Liveness: a peer can vanish without a reset (a network partition, a
  * paused host): then nothing would ever fail the calls but their own

@@ -232,6 +232,20 @@ test('kill -9 of a shard leader during a 4-writer ingest: writes resume within 5
   assert.ok(maxGap < 5000, `writes paused ${maxGap} ms`);
   assert.ok(maxGap > 200, `writes never paused (${maxGap} ms): was the killed worker the leader?`);
   c.node('start', node);
+  // the restarted replica catches up: every shard's replicas agree (applied index, points, digest)
+  const t0 = Date.now();
+  for (;;) {
+    const rs = admin(c, 'shards', 'ingest');
+    const groups = new Map();
+    for (const r of rs) groups.set(r.group, [...(groups.get(r.group) || []), r]);
+    const same = [...groups.values()].every((g) => g.length === 3 && g.every((r) => r.reachable && r.digest === g[0].digest && r.applied === g[0].applied));
+    if (same) {
+      console.log(`# replicas equal ${Date.now() - t0} ms after the restart: ${[...groups.values()].map((g) => `${g[0].group}: ${g[0].digest}@${g[0].applied}`).join(', ')}`);
+      break;
+    }
+    assert.ok(Date.now() - t0 < 60000, `replicas differ 60 s after the restart: ${JSON.stringify(rs)}`);
+    await sleep(250);
+  }
   const ids = [...acked];
   for (let i = 0; i < ids.length; i += 500) {
     const got = await gw.retrieve('ingest', { ids: ids.slice(i, i + 500), with_payload: false });

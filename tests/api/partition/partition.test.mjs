@@ -263,9 +263,10 @@ test('partition: the isolated leader acknowledges nothing, the majority goes on,
       return false;
     }
     const live = rs.filter((r) => r.reachable);
-    return live.length === 3 && live.every((r) => r.points === live[0].points && r.applied === live[0].applied) && live[0].points >= acked.size;
+    return live.length === 3 && live.every((r) => r.points === live[0].points && r.applied === live[0].applied && r.digest === live[0].digest) &&
+      live[0].points >= acked.size;
   }, 60000);
-  log(`converged ${took} ms after healing: ${JSON.stringify(replicas().map((r) => [r.worker, r.applied, r.points, r.leader]))}`);
+  log(`converged ${took} ms after healing: ${JSON.stringify(replicas().map((r) => [r.worker, r.applied, r.points, r.digest, r.leader]))}`);
   // every acknowledged point, read strongly through the once-isolated machine
   await until('writes through the healed machine', async () => write(L, [9000], 5000), 30000);
   acked.add(9000);

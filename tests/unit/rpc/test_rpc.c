@@ -1109,7 +1109,10 @@ static void test_mux_failures(void **state)
     assert_int_equal(st, VX_RPC_EAUTH);
     free(r);
     WAIT_UNTIL(!vx_rpc_mux_usable(bad));
-    assert_int_equal(vx_rpc_mux_call(bad, M_ECHO, (const uint8_t *)"x", 1, WAIT_MS, &st, &r, &rl, NULL), VX_EIO);
+    st = 0; /* and every later call hears the same verdict */
+    assert_int_equal(vx_rpc_mux_call(bad, M_ECHO, (const uint8_t *)"x", 1, WAIT_MS, &st, &r, &rl, NULL), 0);
+    assert_int_equal(st, VX_RPC_EAUTH);
+    free(r);
     vx_rpc_mux_unref(bad);
 
     vx_rpc_mux *m = mux(f, "s3cret");
