@@ -240,7 +240,7 @@ int main(int argc, char **argv)
             return 1;
         }
         vx_shard_fsm_init(&S.g[g].fsm, S.g[g].sh);
-        vx_group_options opt = {.election_timeout_ms = 1000, .heartbeat_timeout_ms = 100};
+        vx_group_options opt = {.election_timeout_ms = 500, .heartbeat_timeout_ms = 100}; /* as workers */
         if (vx_group_new(S.node, (uint64_t)g + 1, (raft_id)S.id, &S.g[g].fsm.fsm, &opt,
                          &S.g[g].grp, err) != 0) {
             fprintf(stderr, "group: %s\n", err);
