@@ -29,9 +29,9 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { pickPort } from '../lib/ports.mjs';
 import blake from 'blakejs';
 import { QdrantClient } from '@qdrant/js-client-rest';
 
@@ -45,25 +45,6 @@ const FORBIDDEN_GLOBAL = '{"status":{"error":"Forbidden: this needs a global adm
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const b64u = (buf) => Buffer.from(buf).toString('base64url');
-
-function tryListen(port) {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(null));
-    s.listen({ port, host: '127.0.0.1', exclusive: true }, () => {
-      const p = s.address().port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
-async function pickPort() {
-  for (let i = 0; i < 100; i++) {
-    const p = await tryListen(0);
-    if (p !== null && p + 1000 <= 65535 && (await tryListen(p + 1000)) !== null) return p;
-  }
-  throw new Error('no free port pair');
-}
 
 const servers = [];
 after(async () => {

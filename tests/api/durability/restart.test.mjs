@@ -24,9 +24,9 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { pickPort } from '../lib/ports.mjs';
 import { performance } from 'node:perf_hooks';
 
 /* ------------------------------------------------------------------ */
@@ -124,31 +124,6 @@ async function withDeadline(promise, timeoutMs, what) {
   } finally {
     clearTimeout(timer);
   }
-}
-
-// Resolves with the port when `port` (0: any) can be listened on at
-// 127.0.0.1 (the address the server binds, HTTP and Raft), else null.
-function tryListen(port) {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(null));
-    s.listen({ port, host: '127.0.0.1', exclusive: true }, () => {
-      const p = s.address().port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
-// A free HTTP port whose port + 1000 (the server's default Raft port) is free
-// too.  A small race remains until the server binds them; a failed start
-// shows up as "exited before it was ready" with the server log.
-async function pickPort() {
-  for (let i = 0; i < 100; i++) {
-    const p = await tryListen(0);
-    if (p === null || p + 1000 > 65535) continue;
-    if ((await tryListen(p + 1000)) !== null) return p;
-  }
-  throw new Error('no free port p with p+1000 free after 100 tries');
 }
 
 /* ------------------------------------------------------------------ */
