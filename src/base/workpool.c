@@ -8,9 +8,6 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 typedef struct job {
     vx_job_fn fn;
@@ -24,15 +21,12 @@ struct vx_workpool {
     job *head, *tail;
     bool stopping;
     unsigned n;
-    int nice; /* the threads' nice value (0: as the process) */
     pthread_t *threads;
 };
 
 static void *worker(void *arg)
 {
     vx_workpool *p = arg;
-    if (p->nice > 0) /* Linux: a thread's nice value is its own (best effort) */
-        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), p->nice);
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (p->head == NULL && !p->stopping) pthread_cond_wait(&p->cv, &p->mu);
@@ -51,15 +45,9 @@ static void *worker(void *arg)
 
 int vx_workpool_new(unsigned nthreads, vx_workpool **out)
 {
-    return vx_workpool_new_nice(nthreads, 0, out);
-}
-
-int vx_workpool_new_nice(unsigned nthreads, int nice, vx_workpool **out)
-{
     if (nthreads == 0) nthreads = 1;
     vx_workpool *p = calloc(1, sizeof(*p));
     if (p == NULL) return VX_ENOMEM;
-    p->nice = nice;
     p->threads = calloc(nthreads, sizeof(pthread_t));
     if (p->threads == NULL) {
         free(p);

@@ -15,11 +15,6 @@ typedef struct vx_workpool vx_workpool;
 typedef void (*vx_job_fn)(void *arg);
 
 int vx_workpool_new(unsigned nthreads, vx_workpool **out);
-/* The same with the threads at a lower priority (nice 1..19): background
- * work -- index building -- that must not take the CPU from acknowledging
- * writes and answering searches; it catches up when they pause, and the
- * shards' backlog bound slows writers if it falls too far behind. */
-int vx_workpool_new_nice(unsigned nthreads, int nice, vx_workpool **out);
 /* Runs every queued job, then joins the threads. */
 void vx_workpool_free(vx_workpool *p);
 /* Queue fn(arg).  VX_ENOMEM, or VX_ESTATE after shutdown began. */

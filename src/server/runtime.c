@@ -929,7 +929,7 @@ int vx_runtime_open(const vx_runtime_options *opt, vx_runtime **out, char *errbu
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         workers = n > 0 ? (unsigned)n : 1;
     }
-    rc = vx_workpool_new_nice(workers, 10, &rt->pool); /* indexing: background priority */
+    rc = vx_workpool_new(workers, &rt->pool);
     if (rc != 0) goto fail;
     snprintf(path, sizeof path, "%s/catalog", rt->dir);
     struct stat st;

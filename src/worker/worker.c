@@ -1319,8 +1319,7 @@ int vx_worker_main(int argc, char **argv)
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     uv_loop_init(&w->loop);
-    if (vx_workpool_new_nice(index_threads, 10, &w->index_pool) != 0 ||
-        vx_workpool_new(search_threads, &w->search_pool) != 0) {
+    if (vx_workpool_new(index_threads, &w->index_pool) != 0 || vx_workpool_new(search_threads, &w->search_pool) != 0) {
         fprintf(stderr, "vectron worker: cannot start threads\n");
         return 1;
     }
