@@ -340,14 +340,80 @@ static double recall(const uint64_t *ids, const int32_t *gt, size_t gt_k, size_t
     return (double)hit / (double)(nq * k);
 }
 
-static void run_search(const opts *o, const float *base, size_t nbase, const float *q, size_t nq,
-                       size_t dim, const int32_t *gt, size_t gt_k)
+typedef struct add_job {
+    vx_index *idx;
+    const float *base;
+    size_t n, dim;
+    _Atomic size_t next;
+} add_job;
+
+static void *add_main(void *arg)
+{
+    add_job *a = arg;
+    char err[VX_ERRMSG_LEN];
+    for (size_t i; (i = atomic_fetch_add(&a->next, 1)) < a->n;)
+        if (vx_index_add(a->idx, i, a->base + i * a->dim, err) != 0) bench_fail("add: %s", err);
+    return NULL;
+}
+
+/* The in-process index gets the same points, added by nthreads threads. */
+static void add_parallel(vx_index *idx, const float *base, size_t n, size_t dim, unsigned nthreads)
+{
+    add_job a = {.idx = idx, .base = base, .n = n, .dim = dim};
+    pthread_t th[256];
+    for (unsigned i = 0; i < nthreads; i++) pthread_create(&th[i], NULL, add_main, &a);
+    for (unsigned i = 0; i < nthreads; i++) pthread_join(th[i], NULL);
+}
+
+/* CPU seconds (user + system) used so far by process pid, all its threads. */
+static double proc_cpu_s(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return NAN;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after the command name */
+    unsigned long ut = 0, st = 0;
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                            &st) != 2)
+        return NAN;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double self_cpu_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static double median(double *v, size_t n)
+{
+    qsort(v, n, sizeof(double), bench_cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+#define SEARCH_ROUNDS 5
+
+/* Rounds of (all queries over HTTP, then all queries in process), after a
+ * warm-up of each: on a shared, noisy machine the two are measured side by
+ * side, and the medians and the median of the per-round ratios reported.
+ * The CPU each side spent per query (the server process's, read from /proc;
+ * the in-process searchers') shows what the server path costs apart from
+ * the client, which on a small machine shares the server's cores. */
+static void run_search(const opts *o, pid_t server, const float *base, size_t nbase,
+                       const float *q, size_t nq, size_t dim, const int32_t *gt, size_t gt_k)
 {
     size_t k = o->k;
     search_job j = {.coll = "sift", .q = q, .dim = dim, .nq = nq, .k = k, .ef = o->ef,
                     .lat_ms = calloc(nq, sizeof(double)), .ids = calloc(nq * k, sizeof(uint64_t))};
     j.off = malloc((nq + 1) * sizeof(size_t));
-    if (j.lat_ms == NULL || j.ids == NULL || j.off == NULL) bench_fail("out of memory");
+    double *lat_all = malloc(nq * SEARCH_ROUNDS * sizeof(double));
+    if (j.lat_ms == NULL || j.ids == NULL || j.off == NULL || lat_all == NULL)
+        bench_fail("out of memory");
     for (size_t i = 0; i < nq; i++) {
         j.off[i] = j.bodies.len;
         sb_printf(&j.bodies, "{\"vector\":");
@@ -357,50 +423,66 @@ static void run_search(const opts *o, const float *base, size_t nbase, const flo
     j.off[nq] = j.bodies.len;
     pthread_t th[256];
     unsigned cn = o->conns < 256 ? o->conns : 256;
-    /* warm-up pass, then the measured one */
-    for (int pass = 0; pass < 2; pass++) {
+
+    /* the in-process engine, same parameters, built by as many threads */
+    vx_index_config cfg;
+    vx_index_config_default(&cfg, (uint32_t)dim, VX_METRIC_L2);
+    cfg.m = 16;
+    cfg.ef_construction = 100;
+    vx_index *idx;
+    char err[VX_ERRMSG_LEN];
+    if (vx_index_new(&cfg, &idx, err) != 0) bench_fail("index: %s", err);
+    add_parallel(idx, base, nbase, dim, cn);
+    local_job l = {.idx = idx, .q = q, .dim = dim, .nq = nq, .k = k, .ef = o->ef,
+                   .ids = calloc(nq * k, sizeof(uint64_t))};
+
+    double http_qps[SEARCH_ROUNDS], local_qps[SEARCH_ROUNDS], ratio[SEARCH_ROUNDS];
+    double srv_us[SEARCH_ROUNDS], loc_us[SEARCH_ROUNDS];
+    size_t nlat = 0;
+    for (int round = -1; round < SEARCH_ROUNDS; round++) { /* -1: warm-up */
         atomic_store(&j.next, 0);
+        double c0 = server > 0 ? proc_cpu_s(server) : NAN;
         double t0 = bench_now_s();
         for (unsigned i = 0; i < cn; i++) pthread_create(&th[i], NULL, search_main, &j);
         for (unsigned i = 0; i < cn; i++) pthread_join(th[i], NULL);
         double secs = bench_now_s() - t0;
+        double c1 = server > 0 ? proc_cpu_s(server) : NAN;
         if (atomic_load(&j.failed)) bench_fail("search failed");
-        if (pass == 0) continue;
-        double r = recall(j.ids, gt, gt_k, nq, k);
-        qsort(j.lat_ms, nq, sizeof(double), bench_cmp_double);
-        double http_qps = (double)nq / secs;
-        /* the in-process engine, same parameters, same ef, as many threads */
-        vx_index_config cfg;
-        vx_index_config_default(&cfg, (uint32_t)dim, VX_METRIC_L2);
-        cfg.m = 16;
-        cfg.ef_construction = 100;
-        vx_index *idx;
-        char err[VX_ERRMSG_LEN];
-        if (vx_index_new(&cfg, &idx, err) != 0) bench_fail("index: %s", err);
-        for (size_t i = 0; i < nbase; i++) vx_index_add(idx, i, base + i * dim, err);
-        local_job l = {.idx = idx, .q = q, .dim = dim, .nq = nq, .k = k, .ef = o->ef,
-                       .ids = calloc(nq * k, sizeof(uint64_t))};
-        double lt = 0;
-        for (int lp = 0; lp < 2; lp++) {
-            atomic_store(&l.next, 0);
-            double l0 = bench_now_s();
-            for (unsigned i = 0; i < cn; i++) pthread_create(&th[i], NULL, local_main, &l);
-            for (unsigned i = 0; i < cn; i++) pthread_join(th[i], NULL);
-            lt = bench_now_s() - l0;
-        }
-        double local_qps = (double)nq / lt;
-        double lr = recall(l.ids, gt, gt_k, nq, k);
-        printf("{\"bench\":\"http_search\",\"points\":%zu,\"queries\":%zu,\"ef\":%u,\"conns\":%u,"
-               "\"qps\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"recall\":%.4f,"
-               "\"inprocess_qps\":%.0f,\"inprocess_recall\":%.4f,\"ratio\":%.3f}\n",
-               nbase, nq, o->ef, cn, http_qps, bench_percentile_sorted(j.lat_ms, nq, 0.50),
-               bench_percentile_sorted(j.lat_ms, nq, 0.99),
-               bench_percentile_sorted(j.lat_ms, nq, 0.999), r, local_qps, lr,
-               http_qps / local_qps);
-        fflush(stdout);
-        free(l.ids);
-        vx_index_free(idx);
+
+        atomic_store(&l.next, 0);
+        double lc0 = self_cpu_s(), l0 = bench_now_s();
+        for (unsigned i = 0; i < cn; i++) pthread_create(&th[i], NULL, local_main, &l);
+        for (unsigned i = 0; i < cn; i++) pthread_join(th[i], NULL);
+        double lsecs = bench_now_s() - l0, lc1 = self_cpu_s();
+        if (round < 0) continue;
+        http_qps[round] = (double)nq / secs;
+        local_qps[round] = (double)nq / lsecs;
+        ratio[round] = http_qps[round] / local_qps[round];
+        srv_us[round] = (c1 - c0) * 1e6 / (double)nq;
+        loc_us[round] = (lc1 - lc0) * 1e6 / (double)nq;
+        memcpy(lat_all + nlat, j.lat_ms, nq * sizeof(double));
+        nlat += nq;
+        fprintf(stderr, "round %d: http %.0f q/s, in-process %.0f q/s, ratio %.3f\n", round,
+                http_qps[round], local_qps[round], ratio[round]);
     }
+    double r = recall(j.ids, gt, gt_k, nq, k), lr = recall(l.ids, gt, gt_k, nq, k);
+    qsort(lat_all, nlat, sizeof(double), bench_cmp_double);
+    double srv_cpu = server > 0 ? median(srv_us, SEARCH_ROUNDS) : NAN;
+    double loc_cpu = median(loc_us, SEARCH_ROUNDS);
+    printf("{\"bench\":\"http_search\",\"points\":%zu,\"queries\":%zu,\"rounds\":%d,\"ef\":%u,"
+           "\"conns\":%u,\"qps\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,"
+           "\"recall\":%.4f,\"inprocess_qps\":%.0f,\"inprocess_recall\":%.4f,\"ratio\":%.3f,"
+           "\"server_cpu_us_per_query\":%.1f,\"inprocess_cpu_us_per_query\":%.1f,"
+           "\"cpu_ratio\":%.3f}\n",
+           nbase, nq, SEARCH_ROUNDS, o->ef, cn, median(http_qps, SEARCH_ROUNDS),
+           bench_percentile_sorted(lat_all, nlat, 0.50),
+           bench_percentile_sorted(lat_all, nlat, 0.99),
+           bench_percentile_sorted(lat_all, nlat, 0.999), r, median(local_qps, SEARCH_ROUNDS),
+           lr, median(ratio, SEARCH_ROUNDS), srv_cpu, loc_cpu, loc_cpu / srv_cpu);
+    fflush(stdout);
+    free(l.ids);
+    vx_index_free(idx);
+    free(lat_all);
     free(j.lat_ms);
     free(j.ids);
     free(j.off);
@@ -475,7 +557,7 @@ int bench_http_main(int argc, char **argv)
     }
     if (!(o.only && strcmp(o.only, "ingest") == 0)) {
         run_ingest(&o, base, d, nb, 1000, "sift");
-        run_search(&o, base, nb, q, nq, d, gt, gk);
+        run_search(&o, pid, base, nb, q, nq, d, gt, gk);
     }
     if (pid > 0) {
         kill(pid, SIGTERM);

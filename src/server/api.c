@@ -139,6 +139,11 @@ typedef struct ctx {
     vx_api_response *res;
     struct timespec t0;
     cJSON *body; /* parsed lazily by need_body */
+    /* the query vector, when need_body_vec read it on the fast path: the
+     * array node fast_node (left empty in body) stands for fast_vec */
+    const cJSON *fast_node;
+    float *fast_vec;
+    uint32_t fast_n;
     char partial[256]; /* shards missing from a partial search answer */
     const vx_principal *who; /* the authenticated caller (NULL: the API is open) */
 } ctx;
@@ -265,7 +270,10 @@ static uint32_t json_depth(const char *s, size_t n)
 }
 
 /* Parse the body (required = an object must be there). */
-static int need_body(ctx *c, bool required)
+/* Parses the body into c->body.  With vec_key, a top-level array of numbers
+ * under that key is read on the fast path (fastjson.h) into c->fast_vec and
+ * cJSON parses the rest; parse_vector knows the stand-in node. */
+static int need_body_vec(ctx *c, bool required, const char *vec_key)
 {
     const vx_api_request *r = c->req;
     size_t n = r->body_len;
@@ -279,18 +287,32 @@ static int need_body(ctx *c, bool required)
     if (json_depth(r->body, n) > c->api->lim.max_json_depth)
         return fail(c, 400, "Bad request: JSON nested deeper than %u levels",
                     c->api->lim.max_json_depth);
+    const char *text = r->body;
+    char *copy = NULL;
+    if (vec_key != NULL &&
+        vx_fast_extract_vector(r->body, n, vec_key, c->api->lim.max_dim, &copy, &c->fast_vec,
+                               &c->fast_n) == 0)
+        text = copy;
     const char *end = NULL;
-    c->body = cJSON_ParseWithLengthOpts(r->body, n, &end, false);
-    if (c->body == NULL || (end && (size_t)(end - r->body) < n)) {
-        size_t at = end ? (size_t)(end - r->body) : 0;
+    c->body = cJSON_ParseWithLengthOpts(text, n, &end, false);
+    if (c->body == NULL || (end && (size_t)(end - text) < n)) {
+        size_t at = end ? (size_t)(end - text) : 0;
         cJSON_Delete(c->body);
         c->body = NULL;
+        free(copy);
         return fail(c, 400, "Bad request: the body is not valid JSON (near byte %zu)", at);
     }
-    if (!cJSON_IsObject(c->body)) return fail(c, 400, "Bad request: the body must be a JSON object");
-    vx_json_attach_literals(c->body, r->body, n);
+    if (!cJSON_IsObject(c->body)) {
+        free(copy);
+        return fail(c, 400, "Bad request: the body must be a JSON object");
+    }
+    vx_json_attach_literals(c->body, text, n);
+    if (copy != NULL) c->fast_node = cJSON_GetObjectItemCaseSensitive(c->body, vec_key);
+    free(copy);
     return 0;
 }
+
+static int need_body(ctx *c, bool required) { return need_body_vec(c, required, NULL); }
 
 static const cJSON *field(const ctx *c, const char *key)
 {
@@ -364,6 +386,13 @@ static void write_id(jbuf *b, const vx_point_id *id)
 
 static int parse_vector(ctx *c, const cJSON *j, uint32_t dim, float *out, const char *what)
 {
+    if (j != NULL && j == c->fast_node) {
+        if (c->fast_n != dim)
+            return fail(c, 400, "Wrong input: Vector dimension error: expected dim: %u, got %u",
+                        dim, c->fast_n);
+        memcpy(out, c->fast_vec, (size_t)dim * sizeof(float));
+        return 0;
+    }
     if (!cJSON_IsArray(j)) return fail(c, 400, "Wrong input: %s must be an array of numbers", what);
     uint32_t n = 0;
     const cJSON *e;
@@ -1647,7 +1676,7 @@ static void write_scored(jbuf *b, acol *col, search_req *s, scored *all, size_t 
 
 static int search_common(ctx *c, const char *name, bool query, bool v1)
 {
-    if (need_body(c, true) != 0) return -1;
+    if (need_body_vec(c, true, query ? "query" : "vector") != 0) return -1;
     acol *col = get_collection(c, name);
     if (col == NULL) return -1;
     const vx_collection_config *cfg = col_config(col);
@@ -2013,6 +2042,7 @@ void vx_api_handle(vx_api *api, const vx_api_request *req, vx_api_response *res)
         free(key);
     }
     cJSON_Delete(c.body);
+    free(c.fast_vec);
     free(path);
     vx_principal_clear(&who);
     if (res->body == NULL) vx_api_error(res, 500, "Service internal error: no response");

@@ -282,3 +282,88 @@ void vx_fast_points_free(vx_fast_points *fp)
     free(fp->vec);
     memset(fp, 0, sizeof(*fp));
 }
+
+/* Past one JSON value of any kind, strings and nesting respected; false at
+ * the end of the text.  It does not validate: the general parser does. */
+static bool skip_value(cur *c)
+{
+    ws(c);
+    unsigned depth = 0;
+    bool in_str = false;
+    for (; c->p < c->end; c->p++) {
+        char ch = *c->p;
+        if (in_str) {
+            if (ch == '\\') c->p++;
+            else if (ch == '"') {
+                in_str = false;
+                if (depth == 0) {
+                    c->p++;
+                    return true;
+                }
+            }
+            continue;
+        }
+        if (ch == '"') in_str = true;
+        else if (ch == '{' || ch == '[') depth++;
+        else if (ch == '}' || ch == ']') {
+            if (depth == 0) return true; /* the end of the enclosing object */
+            if (--depth == 0) {
+                c->p++;
+                return true;
+            }
+        } else if (depth == 0 && (ch == ',' || ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r'))
+            return true;
+    }
+    return false;
+}
+
+int vx_fast_extract_vector(const char *body, size_t len, const char *key, size_t max_n,
+                           char **copy, float **vec, uint32_t *n)
+{
+    *copy = NULL;
+    *vec = NULL;
+    *n = 0;
+    size_t klen = strlen(key);
+    cur c = {body, body + len};
+    if (!eat(&c, '{')) return VX_EINVAL;
+    for (;;) {
+        const char *k;
+        size_t kn;
+        if (!plain_string(&c, &k, &kn) || !eat(&c, ':')) return VX_EINVAL;
+        if (kn == klen && memcmp(k, key, kn) == 0) break;
+        if (!skip_value(&c)) return VX_EINVAL;
+        if (!eat(&c, ',')) return VX_EINVAL; /* '}' or junk: no such member */
+    }
+    if (!eat(&c, '[')) return VX_EINVAL;
+    const char *from = c.p;
+    float *v = malloc((max_n ? max_n : 1) * sizeof(float));
+    if (v == NULL) return VX_EINVAL;
+    uint32_t m = 0;
+    for (;;) {
+        float f;
+        if (m >= max_n || !number(&c, &f)) {
+            free(v);
+            return VX_EINVAL;
+        }
+        v[m++] = f;
+        if (eat(&c, ',')) continue;
+        if (!eat(&c, ']')) {
+            free(v);
+            return VX_EINVAL;
+        }
+        break;
+    }
+    const char *to = c.p - 1; /* the closing bracket */
+    char *cp = malloc(len + 1);
+    if (cp == NULL) {
+        free(v);
+        return VX_EINVAL;
+    }
+    memcpy(cp, body, len);
+    cp[len] = '\0';
+    memset(cp + (from - body), ' ', (size_t)(to - from));
+    *copy = cp;
+    *vec = v;
+    *n = m;
+    return 0;
+}

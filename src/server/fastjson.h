@@ -43,4 +43,16 @@ int vx_fast_parse_points(const char *body, size_t len, size_t max_points, unsign
                          vx_fast_points *out);
 void vx_fast_points_free(vx_fast_points *fp);
 
+/* The other hot body: a search's query vector, {"vector": [f, ...], ...}.
+ * Finds the first top-level member named key; when its value is an array of
+ * 1..max_n JSON numbers that are finite in float32, parses them into *vec
+ * (malloc'd, *n of them) and returns in *copy (malloc'd, len bytes plus a
+ * NUL) the body with that array's contents blanked to spaces, so that the
+ * general parser reads the rest of the body and sees "key": [ ] there.  The
+ * blanked bytes held only numbers and commas, so the copy is valid JSON
+ * exactly when the body was.  VX_EINVAL: no such member, or not that shape
+ * (nothing allocated: parse the body as it is). */
+int vx_fast_extract_vector(const char *body, size_t len, const char *key, size_t max_n,
+                           char **copy, float **vec, uint32_t *n);
+
 #endif

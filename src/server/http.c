@@ -92,10 +92,34 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, vx_api_respons
     return ret;
 }
 
+/* Each connection thread remembers the series of the routes it served last:
+ * a route name is a literal, so (registry, route, status) is the key, and a
+ * series lives as long as its registry. */
+typedef struct series_memo {
+    const vx_metrics *m;
+    const char *route;
+    int status;
+    vx_counter *cnt;
+    vx_histogram *hist;
+} series_memo;
+
+static __thread series_memo tl_memo[8];
+static __thread unsigned tl_memo_next;
+
 static void observe(vx_http *h, const char *method, const char *path, vx_api_response *res,
                     const char *rid, double secs)
 {
-    if (h->metrics) {
+    series_memo *memo = NULL;
+    for (unsigned i = 0; h->metrics && res->route && i < 8; i++)
+        if (tl_memo[i].m == h->metrics && tl_memo[i].route == res->route &&
+            tl_memo[i].status == res->status) {
+            memo = &tl_memo[i];
+            break;
+        }
+    if (memo != NULL) {
+        vx_counter_add(memo->cnt, 1);
+        vx_histogram_observe(memo->hist, secs);
+    } else if (h->metrics) {
         char labels[160];
         snprintf(labels, sizeof labels, "route=\"%s\",code=\"%d\"", res->route ? res->route : "unknown",
                  res->status);
@@ -107,6 +131,10 @@ static void observe(vx_http *h, const char *method, const char *path, vx_api_res
             vx_metrics_histogram(h->metrics, "vectron_http_request_duration_seconds",
                                  "HTTP request latency by route", labels);
         if (hist) vx_histogram_observe(hist, secs);
+        if (cnt && hist && res->route) {
+            tl_memo[tl_memo_next++ % 8] =
+                (series_memo){h->metrics, res->route, res->status, cnt, hist};
+        }
     }
     double ms = secs * 1000.0;
     /* every request at debug (--log-level debug); errors always; slow ones below */

@@ -1010,15 +1010,13 @@ int vx_shard_search_filtered(vx_shard *sh, const float *query, uint32_t k,
     /* labels -> ids; a point deleted meanwhile is skipped */
     uint32_t n = 0;
     for (size_t i = 0; rc == 0 && i < nc && n < k; i++) {
-        vx_record rec;
-        int g = vx_store_get_by_label(txn, cand[i].label, &out[n].id, &rec);
+        int g = vx_store_hit_by_label(txn, cand[i].label, &out[n].id, &out[n].version);
         if (g == VX_ENOTFOUND) continue;
         if (g != 0) {
             rc = g;
             break;
         }
         out[n].distance = cand[i].distance;
-        out[n].version = rec.version;
         n++;
     }
     vx_store_rend(txn);

@@ -22,7 +22,8 @@
 
 #define REC_FORMAT 1
 #define REC_HDR 32 /* checksum 8, format/flags/reserved 4, dim 4, version 8, label 8 */
-#define STORE_FORMAT 1u
+#define STORE_FORMAT 2u /* 2: labels map to (version, id); 1: to id (upgraded on open) */
+#define LABEL_HDR 8      /* the version in front of the id in a labels value */
 
 struct vx_store {
     MDB_env *env;
@@ -91,6 +92,38 @@ const char *vx_store_errmsg(vx_store *st) { return st->errmsg; }
 bool vx_store_failed(vx_store *st) { return atomic_load(&st->fatal); }
 void vx_store_inject_sync_failure(vx_store *st) { atomic_store(&st->inject_sync_failure, true); }
 
+/* Format 1 -> 2: every labels value gets its point's version in front of
+ * the id, read from the point's record; in the opening transaction, so a
+ * crash leaves format 1 to upgrade again. */
+static int decode_record(vx_store *st, const vx_point_id *id, const MDB_val *v, vx_record *rec);
+
+static int upgrade_labels(vx_store *st, MDB_txn *txn)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->points, &cur);
+    if (rc != 0) return rc;
+    MDB_val k, v;
+    uint8_t buf[LABEL_HDR + VX_ID_MAX_BYTES];
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        vx_point_id id;
+        vx_record rec;
+        if (vx_id_from_bytes(&id, k.mv_data, k.mv_size) != 0 ||
+            decode_record(st, &id, &v, &rec) != 0) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        memcpy(buf, &rec.version, LABEL_HDR);
+        memcpy(buf + LABEL_HDR, id.b, id.len);
+        size_t lk = (size_t)rec.label;
+        MDB_val kl = {sizeof lk, &lk}, vl = {LABEL_HDR + (size_t)id.len, buf};
+        rc = mdb_put(txn, st->labels, &kl, &vl, 0);
+        if (rc != 0) break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 int vx_store_open(const char *dir, const vx_store_options *opt, vx_store **out, char *errbuf)
 {
     static const vx_store_options defaults = {0};
@@ -141,7 +174,14 @@ int vx_store_open(const char *dir, const vx_store_options *opt, vx_store **out, 
             uint32_t f = 0;
             bool sized = v.mv_size == sizeof f;
             if (sized) memcpy(&f, v.mv_data, sizeof f);
-            if (!sized || f != STORE_FORMAT) {
+            if (sized && f == 1) {
+                rc = upgrade_labels(st, txn);
+                if (rc == 0) {
+                    f = STORE_FORMAT;
+                    MDB_val nv = {sizeof f, &f};
+                    rc = mdb_put(txn, st->meta, &k, &nv, 0);
+                }
+            } else if (!sized || f != STORE_FORMAT) {
                 mdb_txn_abort(txn);
                 if (sized)
                     vx_errf(errbuf, VX_STORE_ERRMSG_LEN, VX_EFORMAT,
@@ -335,7 +375,8 @@ int vx_store_get_by_label(vx_store_txn *t, uint64_t label, vx_point_id *id, vx_r
     MDB_val k = {sizeof lk, &lk}, v;
     int rc = mdb_get(t->txn, t->st->labels, &k, &v);
     if (rc != 0) return rc == MDB_NOTFOUND ? VX_ENOTFOUND : store_err(t->st, map_mdb(rc), "label: %s", mdb_strerror(rc));
-    if (vx_id_from_bytes(id, v.mv_data, v.mv_size) != 0)
+    if (v.mv_size <= LABEL_HDR ||
+        vx_id_from_bytes(id, (const uint8_t *)v.mv_data + LABEL_HDR, v.mv_size - LABEL_HDR) != 0)
         return store_err(t->st, VX_ECORRUPT, "label %llu maps to a malformed id",
                          (unsigned long long)label);
     rc = vx_store_get(t, id, rec);
@@ -343,6 +384,31 @@ int vx_store_get_by_label(vx_store_txn *t, uint64_t label, vx_point_id *id, vx_r
         return store_err(t->st, VX_ECORRUPT, "label %llu maps to a point with label %llu",
                          (unsigned long long)label, (unsigned long long)rec->label);
     return rc;
+}
+
+int vx_store_hit_by_label(vx_store_txn *t, uint64_t label, vx_point_id *id, uint64_t *version)
+{
+    size_t lk = (size_t)label;
+    MDB_val k = {sizeof lk, &lk}, v;
+    int rc = mdb_get(t->txn, t->st->labels, &k, &v);
+    if (rc != 0) return rc == MDB_NOTFOUND ? VX_ENOTFOUND : store_err(t->st, map_mdb(rc), "label: %s", mdb_strerror(rc));
+    if (v.mv_size <= LABEL_HDR ||
+        vx_id_from_bytes(id, (const uint8_t *)v.mv_data + LABEL_HDR, v.mv_size - LABEL_HDR) != 0)
+        return store_err(t->st, VX_ECORRUPT, "label %llu maps to a malformed id",
+                         (unsigned long long)label);
+    memcpy(version, v.mv_data, LABEL_HDR);
+    return 0;
+}
+
+/* labels[label] = (version, id): written with every record, in its txn. */
+static int put_label(vx_store_txn *t, uint64_t label, const vx_point_id *id, uint64_t version)
+{
+    uint8_t buf[LABEL_HDR + VX_ID_MAX_BYTES];
+    memcpy(buf, &version, LABEL_HDR);
+    memcpy(buf + LABEL_HDR, id->b, id->len);
+    size_t lk = (size_t)label;
+    MDB_val k = {sizeof lk, &lk}, v = {LABEL_HDR + (size_t)id->len, buf};
+    return mdb_put(t->txn, t->st->labels, &k, &v, 0);
 }
 
 static int write_record(vx_store_txn *t, const vx_point_id *id, const float *vec, uint32_t dim,
@@ -372,13 +438,11 @@ int vx_store_put(vx_store_txn *t, const vx_point_id *id, const float *vec, uint3
         label = t->next_label++;
         t->labels_dirty = true;
         *existed = false;
-        size_t lk = (size_t)label;
-        MDB_val k = {sizeof lk, &lk}, v = {id->len, (void *)id->b};
-        int m = mdb_put(t->txn, t->st->labels, &k, &v, 0);
-        if (m != 0) return store_err(t->st, map_mdb(m), "label put: %s", mdb_strerror(m));
     } else {
         return rc;
     }
+    int m = put_label(t, label, id, version);
+    if (m != 0) return store_err(t->st, map_mdb(m), "label put: %s", mdb_strerror(m));
     rc = write_record(t, id, vec, dim, payload, plen, version, label);
     if (rc != 0) return store_err(t->st, map_mdb(rc), "put: %s", mdb_strerror(rc));
     *label_out = label;
@@ -397,8 +461,10 @@ int vx_store_put_payload(vx_store_txn *t, const vx_point_id *id, const char *pay
     float *vec = malloc((size_t)old.dim * 4 + 1);
     if (vec == NULL) return VX_ENOMEM;
     memcpy(vec, old.vector, (size_t)old.dim * 4);
-    rc = write_record(t, id, vec, old.dim, payload, plen, version, old.label);
+    uint64_t label = old.label;
+    rc = write_record(t, id, vec, old.dim, payload, plen, version, label);
     free(vec);
+    if (rc == 0) rc = put_label(t, label, id, version);
     if (rc != 0) return store_err(t->st, map_mdb(rc), "put payload: %s", mdb_strerror(rc));
     return 0;
 }

@@ -3,9 +3,12 @@
  *
  * What it holds (one named LMDB database each):
  *   points  canonical point id (base/pointid.h) -> record
- *   labels  index label (u64, MDB_INTEGERKEY)   -> canonical point id
+ *   labels  index label (u64, MDB_INTEGERKEY)   -> u64 version, canonical
+ *           point id (the version repeated, so that a search hit -- label to
+ *           id and version -- is one lookup in this small table, not two)
  *   meta    "applied" -> u64 raft index, u64 term; "next_label" -> u64;
- *           "format" -> u32
+ *           "format" -> u32: 2 (a format 1 store, whose labels held the id
+ *           only, is upgraded when opened)
  *
  * Record (value of `points`), format 1, little-endian:
  *   u64 checksum   XXH3-64 of every byte after it
@@ -96,6 +99,9 @@ int vx_store_rbegin(vx_store *st, vx_store_txn **txn);
 /* Works inside read and write transactions.  VX_ENOTFOUND / VX_ECORRUPT. */
 int vx_store_get(vx_store_txn *txn, const vx_point_id *id, vx_record *rec);
 int vx_store_get_by_label(vx_store_txn *txn, uint64_t label, vx_point_id *id, vx_record *rec);
+/* A search hit's id and version, from its index label: one lookup in the
+ * labels table, the record not read.  VX_ENOTFOUND / VX_ECORRUPT. */
+int vx_store_hit_by_label(vx_store_txn *txn, uint64_t label, vx_point_id *id, uint64_t *version);
 /* Iterate points in key order from `start` (NULL = first): cb returns
  * non-zero to stop (and that value is returned). */
 typedef int (*vx_store_iter_cb)(void *ctx, const vx_point_id *id, const vx_record *rec);

@@ -98,6 +98,11 @@ static void check_point(vx_store_txn *t, const expect *e)
     assert_int_equal(vx_store_get_by_label(t, e->label, &got, &rec), 0);
     assert_true(vx_id_equal(&got, &e->id));
     check_record(e, &rec);
+    /* a search hit: id and version from the label alone */
+    uint64_t version = 0;
+    assert_int_equal(vx_store_hit_by_label(t, e->label, &got, &version), 0);
+    assert_true(vx_id_equal(&got, &e->id));
+    assert_true(version == e->version);
 }
 
 static void put_expect(vx_store_txn *t, expect *e, bool want_existed)
@@ -218,6 +223,8 @@ static void test_put_get_round_trip(void **state)
     vx_point_id gid;
     vx_record rec;
     assert_int_equal(vx_store_get_by_label(t, 3, &gid, &rec), VX_ENOTFOUND);
+    uint64_t hv;
+    assert_int_equal(vx_store_hit_by_label(t, 3, &gid, &hv), VX_ENOTFOUND);
     assert_int_equal(vx_store_get(t, &e[3].id, &rec), VX_ENOTFOUND);
     assert_int_equal(vx_store_del(t, &e[3].id, &label), VX_ENOTFOUND);
     vx_point_id missing;
@@ -722,6 +729,88 @@ static void test_corruption_detected(void **state)
     rm_dir(dir);
 }
 
+/* ---- format 1 is upgraded ------------------------------------------------------- */
+
+/* A format 1 store (labels -> id, no version) is made from a current one by
+ * hand, with LMDB directly; opening it upgrades it in place: hits by label
+ * give the versions again, records and labels are unchanged. */
+static void test_upgrade_format1(void **state)
+{
+    char dir[64];
+    make_dir(dir);
+    vx_store *st = open_store(dir, NULL);
+    vx_store_txn *t;
+    enum { N = 300 };
+    assert_int_equal(vx_store_wbegin(st, &t), 0);
+    for (uint64_t i = 0; i < N; i++) put_simple(t, i * 7, "{\"a\":1}", 1000 + i);
+    vx_point_id sid;
+    set_string(&sid, "a string id");
+    float sv[4] = {1, 2, 3, 4};
+    uint64_t slabel;
+    bool existed;
+    assert_int_equal(vx_store_put(t, &sid, sv, 4, "", 0, 77, &slabel, &existed), 0);
+    assert_int_equal(vx_store_commit(t), 0);
+    uint64_t d0, a0;
+    assert_int_equal(vx_store_digest(st, &d0, &a0), 0);
+    vx_store_close(st);
+
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta, labels;
+    MDB_cursor *cur;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0644), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    assert_int_equal(mdb_dbi_open(txn, "labels", MDB_INTEGERKEY, &labels), 0);
+    uint32_t one = 1;
+    MDB_val k = {6, "format"}, v = {sizeof one, &one};
+    assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+    assert_int_equal(mdb_cursor_open(txn, labels, &cur), 0);
+    size_t nl = 0;
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint8_t idb[VX_ID_MAX_BYTES];
+        size_t n = v.mv_size - 8;
+        memcpy(idb, (uint8_t *)v.mv_data + 8, n);
+        MDB_val old = {n, idb};
+        assert_int_equal(mdb_cursor_put(cur, &k, &old, MDB_CURRENT), 0);
+        nl++;
+    }
+    assert_int_equal(nl, N + 1);
+    mdb_cursor_close(cur);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    st = open_store(dir, NULL);
+    assert_int_equal(vx_store_rbegin(st, &t), 0);
+    for (uint64_t i = 0; i < N; i++) {
+        vx_point_id got, want;
+        uint64_t version = 0;
+        vx_id_from_uint(&want, i * 7);
+        assert_int_equal(vx_store_hit_by_label(t, i, &got, &version), 0);
+        assert_true(vx_id_equal(&got, &want));
+        assert_true(version == 1000 + i);
+        vx_record rec;
+        assert_int_equal(vx_store_get_by_label(t, i, &got, &rec), 0);
+        assert_true(rec.version == 1000 + i && rec.label == i);
+    }
+    vx_point_id got;
+    uint64_t version;
+    assert_int_equal(vx_store_hit_by_label(t, slabel, &got, &version), 0);
+    assert_true(vx_id_equal(&got, &sid) && version == 77);
+    vx_store_rend(t);
+    uint64_t d1, a1;
+    assert_int_equal(vx_store_digest(st, &d1, &a1), 0);
+    assert_true(d0 == d1 && a0 == a1);
+    vx_store_close(st);
+    /* and it stays format 2: opened again, nothing to upgrade */
+    st = open_store(dir, NULL);
+    vx_store_close(st);
+    rm_dir(dir);
+}
+
 /* ---- foreign formats -------------------------------------------------------------- */
 
 static void test_foreign_format(void **state)
@@ -739,7 +828,7 @@ static void test_foreign_format(void **state)
     assert_int_equal(mdb_env_open(env, dir, 0, 0644), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-    uint32_t two = 2;
+    uint32_t two = 99;
     MDB_val k = {6, "format"}, v = {sizeof two, &two};
     assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
     assert_int_equal(mdb_txn_commit(txn), 0);
@@ -910,6 +999,7 @@ int main(void)
         cmocka_unit_test(test_digest),
         cmocka_unit_test(test_fail_stop),
         cmocka_unit_test(test_corruption_detected),
+        cmocka_unit_test(test_upgrade_format1),
         cmocka_unit_test(test_foreign_format),
         cmocka_unit_test(test_crash_durability),
     };
