@@ -1657,7 +1657,8 @@ static void write_scored(jbuf *b, acol *col, search_req *s, scored *all, size_t 
         jb_lit(&one, "{\"id\":");
         write_id(&one, &all[i].hit.id);
         if (!v1) {
-            jb_printf(&one, ",\"version\":%" PRIu64, all[i].hit.version);
+            jb_lit(&one, ",\"version\":");
+            jb_u64(&one, all[i].hit.version);
         }
         jb_lit(&one, ",\"score\":");
         jb_f32(&one, all[i].score);

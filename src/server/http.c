@@ -3,6 +3,8 @@
  *
  * One thread per connection (MHD_USE_THREAD_PER_CONNECTION): handlers block
  * on Raft commits, and a connection's thread is the natural place to wait.
+ * Threads wait with poll(2), not select(2): no FD_SETSIZE ceiling on the
+ * descriptors of a busy server.
  * Bodies are refused with 413 before they are buffered when Content-Length
  * says they are too large (the response is queued on the first call, before
  * MHD reads the upload); chunked bodies are cut off at the limit.  Idle and
@@ -272,8 +274,8 @@ int vx_http_start(const vx_http_options *opt, vx_api *api, vx_metrics *metrics, 
                        opt->host);
     }
     h->d = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
-            MHD_USE_ITC,
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+            MHD_USE_ERROR_LOG | MHD_USE_ITC,
         opt->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, h,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)opt->conn_timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections,

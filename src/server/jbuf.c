@@ -129,8 +129,12 @@ void jb_cstr(jbuf *b, const char *s) { jb_str(b, s, strlen(s)); }
 void jb_u64(jbuf *b, uint64_t v)
 {
     char t[24];
-    int n = snprintf(t, sizeof t, "%llu", (unsigned long long)v);
-    jb_raw(b, t, (size_t)n);
+    int n = 0;
+    do {
+        t[sizeof t - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    jb_raw(b, t + sizeof t - n, (size_t)n);
 }
 
 void jb_i64(jbuf *b, int64_t v)
@@ -140,16 +144,97 @@ void jb_i64(jbuf *b, int64_t v)
     jb_raw(b, t, (size_t)n);
 }
 
+/* 10^k for k in [-60, 60], as the nearest doubles (exact up to 10^22). */
+static double pow10_of(int k)
+{
+    static const double tab[61] = {
+        1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11, 1e12,
+        1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25,
+        1e26, 1e27, 1e28, 1e29, 1e30, 1e31, 1e32, 1e33, 1e34, 1e35, 1e36, 1e37, 1e38,
+        1e39, 1e40, 1e41, 1e42, 1e43, 1e44, 1e45, 1e46, 1e47, 1e48, 1e49, 1e50, 1e51,
+        1e52, 1e53, 1e54, 1e55, 1e56, 1e57, 1e58, 1e59, 1e60};
+    return k >= 0 ? tab[k] : 1.0 / tab[-k];
+}
+
+/* d * 10^k (one rounding where 10^|k| is exact) to the nearest integer,
+ * ties to even as printf rounds them. */
+static uint64_t scale10(double d, int k)
+{
+    double s = k >= 0 ? d * pow10_of(k) : d / pow10_of(-k);
+    double fl = floor(s), frac = s - fl;
+    uint64_t m = (uint64_t)fl;
+    return m + (frac > 0.5 || (frac == 0.5 && (m & 1)));
+}
+
+int jb_format_f32(char out[32], float v)
+{
+    char *p = out;
+    if (signbit(v)) {
+        *p++ = '-';
+        v = -v;
+    }
+    if (v == 0) {
+        *p++ = '0';
+        *p = '\0';
+        return (int)(p - out);
+    }
+    /* m = v to 9 significant digits, v ~ m * 10^(e - 8).  Computed in double
+     * the error is under 0.5 units of the 9th digit plus 1e-16 relative,
+     * i.e. under 5.1e-9 of v, while floats are at least 2^-25 = 2.98e-8 of v
+     * apart on either side: the text always reads back as v (what %.9g gives,
+     * at a fraction of printf's cost). */
+    double d = v;
+    int e = (int)floor(log10(d));
+    uint64_t m = scale10(d, 8 - e);
+    if (m >= 1000000000ull) m = scale10(d, 8 - ++e);
+    else if (m < 100000000ull) m = scale10(d, 8 - --e);
+    if (m >= 1000000000ull) { /* rounding carried into a 10th digit */
+        m /= 10;
+        e++;
+    }
+    char dig[9];
+    int nd = 9;
+    for (int i = 8; i >= 0; i--) {
+        dig[i] = (char)('0' + m % 10);
+        m /= 10;
+    }
+    while (nd > 1 && dig[nd - 1] == '0') nd--;
+    if (e < -4 || e >= 9) { /* d.ddde+XX, as %g */
+        *p++ = dig[0];
+        if (nd > 1) {
+            *p++ = '.';
+            for (int i = 1; i < nd; i++) *p++ = dig[i];
+        }
+        *p++ = 'e';
+        *p++ = e < 0 ? '-' : '+';
+        int ae = e < 0 ? -e : e;
+        if (ae >= 10) *p++ = (char)('0' + ae / 10);
+        else *p++ = '0';
+        *p++ = (char)('0' + ae % 10);
+    } else if (e >= 0) {
+        for (int i = 0; i <= e; i++) *p++ = i < nd ? dig[i] : '0';
+        if (nd > e + 1) {
+            *p++ = '.';
+            for (int i = e + 1; i < nd; i++) *p++ = dig[i];
+        }
+    } else {
+        *p++ = '0';
+        *p++ = '.';
+        for (int i = 0; i < -e - 1; i++) *p++ = '0';
+        for (int i = 0; i < nd; i++) *p++ = dig[i];
+    }
+    *p = '\0';
+    return (int)(p - out);
+}
+
 void jb_f32(jbuf *b, float v)
 {
     if (!isfinite(v)) {
         jb_lit(b, "null");
         return;
     }
-    /* 9 significant digits always read back as the same float; searching
-     * for the shortest form cost several printf/strtof rounds per score */
     char t[32];
-    int n = snprintf(t, sizeof t, "%.9g", (double)v);
+    int n = jb_format_f32(t, v);
     jb_raw(b, t, (size_t)n);
 }
 

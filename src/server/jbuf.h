@@ -35,6 +35,10 @@ void jb_u64(jbuf *b, uint64_t v);
 void jb_i64(jbuf *b, int64_t v);
 /* Text that reads back as the same float: %.9g (null for NaN/Inf). */
 void jb_f32(jbuf *b, float v);
+/* A finite float as JSON text that reads back as the same float (9
+ * significant digits, trailing zeros dropped, %g's choice of notation);
+ * the length, out NUL-terminated. */
+int jb_format_f32(char out[32], float v);
 void jb_f64(jbuf *b, double v);
 void jb_bool(jbuf *b, bool v);
 /* "key": (with a leading comma when `comma`) */
