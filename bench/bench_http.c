@@ -25,7 +25,11 @@
 #include "cli/http_client.h"
 #include "index/index.h"
 
+#include <errno.h>
 #include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -33,6 +37,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -258,12 +264,11 @@ typedef struct search_job {
     const float *q;
     size_t dim, nq, k;
     unsigned ef;
-    _Atomic size_t next;
     double *lat_ms;
     uint64_t *ids; /* nq * k */
-    _Atomic int failed;
-    /* The request bodies, formatted before the clock starts (as wrk and
-     * other load generators do): query i is bodies.p[off[i], off[i + 1]).
+    /* The requests, formatted before the clock starts (as wrk and other
+     * load generators do): query i is bodies.p[off[i], off[i + 1]), a whole
+     * HTTP message.
      * Formatting 128 floats costs the client as much CPU as a third of a
      * search, and on a small machine the client shares the server's cores. */
     sbuf bodies;
@@ -278,29 +283,120 @@ static void parse_ids(const char *body, uint64_t *ids, size_t k)
     for (; n < k; n++) ids[n] = UINT64_MAX;
 }
 
-static void *search_main(void *arg)
+/* One pass of all queries over conns keep-alive connections driven by one
+ * thread with epoll, as wrk drives them: each connection sends its next
+ * request as soon as its answer is in.  Blocking clients (a thread per
+ * connection) would add a sleep and a wakeup per query on the client side,
+ * which on a small machine is CPU taken from the server being measured.
+ * The requests are whole HTTP messages prepared before the clock starts. */
+typedef struct hconn {
+    int fd;
+    size_t q;        /* the query in flight */
+    double t0;
+    char *buf;
+    size_t len, cap; /* response bytes so far */
+} hconn;
+
+static int connect_to(const vx_httpc_url *u)
 {
-    search_job *j = arg;
-    vx_httpc c;
-    char err[VX_HTTPC_ERRMSG_LEN], path[200];
-    vx_httpc_init(&c, g_url, 60, NULL, err);
-    snprintf(path, sizeof path, "/collections/%s/points/search", j->coll);
-    for (;;) {
-        size_t i = atomic_fetch_add(&j->next, 1);
-        if (i >= j->nq || atomic_load(&j->failed)) break;
-        double t0 = bench_now_s();
-        char *body = NULL;
-        if (request(&c, "POST", path, j->bodies.p + j->off[i], j->off[i + 1] - j->off[i], 200,
-                    &body) != 0) {
-            atomic_store(&j->failed, 1);
-            break;
-        }
-        j->lat_ms[i] = (bench_now_s() - t0) * 1000.0;
-        parse_ids(body, j->ids + i * j->k, j->k);
-        free(body);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
+    if (getaddrinfo(u->host, u->port, &hints, &ai) != 0) bench_fail("resolve %s", u->host);
+    int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) != 0)
+        bench_fail("connect %s: %s", u->authority, strerror(errno));
+    freeaddrinfo(ai);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+static void send_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) bench_fail("send: %s", strerror(errno));
+        p += w;
+        n -= (size_t)w;
     }
-    vx_httpc_close(&c);
-    return NULL;
+}
+
+/* The body of a complete response in c->buf, or NULL while incomplete. */
+static const char *response_body(hconn *c, int *status, size_t *total)
+{
+    if (c->len < 12) return NULL;
+    const char *end = memmem(c->buf, c->len, "\r\n\r\n", 4);
+    if (end == NULL) return NULL;
+    const char *cl = memmem(c->buf, (size_t)(end - c->buf), "Content-Length:", 15);
+    if (cl == NULL) cl = memmem(c->buf, (size_t)(end - c->buf), "content-length:", 15);
+    if (cl == NULL) bench_fail("a response without Content-Length");
+    size_t blen = strtoull(cl + 15, NULL, 10), hlen = (size_t)(end + 4 - c->buf);
+    if (c->len < hlen + blen) return NULL;
+    *status = atoi(c->buf + 9);
+    *total = hlen + blen;
+    return end + 4;
+}
+
+static void search_pass(search_job *j, const vx_httpc_url *u, unsigned conns)
+{
+    int ep = epoll_create1(0);
+    hconn *cs = calloc(conns, sizeof(hconn));
+    if (ep < 0 || cs == NULL) bench_fail("epoll");
+    size_t next = 0, done = 0;
+    for (unsigned i = 0; i < conns && next < j->nq; i++) {
+        cs[i].fd = connect_to(u);
+        cs[i].cap = 1 << 16;
+        cs[i].buf = malloc(cs[i].cap);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
+        cs[i].q = next++;
+        cs[i].t0 = bench_now_s();
+        send_all(cs[i].fd, j->bodies.p + j->off[cs[i].q], j->off[cs[i].q + 1] - j->off[cs[i].q]);
+    }
+    struct epoll_event evs[64];
+    while (done < j->nq) {
+        int n = epoll_wait(ep, evs, 64, 60000);
+        if (n == 0) bench_fail("no answer in 60 s");
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            bench_fail("epoll_wait: %s", strerror(errno));
+        }
+        for (int e = 0; e < n; e++) {
+            hconn *c = &cs[evs[e].data.u32];
+            if (c->cap - c->len < 4096) {
+                c->cap *= 2;
+                c->buf = realloc(c->buf, c->cap);
+                if (c->buf == NULL) bench_fail("out of memory");
+            }
+            ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len - 1, 0);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) bench_fail("the server closed a connection (%s)", r ? strerror(errno) : "EOF");
+            c->len += (size_t)r;
+            c->buf[c->len] = '\0';
+            int status;
+            size_t total;
+            const char *body = response_body(c, &status, &total);
+            if (body == NULL) continue;
+            if (status != 200) bench_fail("search: HTTP %d %.300s", status, body);
+            j->lat_ms[c->q] = (bench_now_s() - c->t0) * 1000.0;
+            parse_ids(body, j->ids + c->q * j->k, j->k);
+            done++;
+            memmove(c->buf, c->buf + total, c->len - total);
+            c->len -= total;
+            if (next < j->nq) {
+                c->q = next++;
+                c->t0 = bench_now_s();
+                send_all(c->fd, j->bodies.p + j->off[c->q], j->off[c->q + 1] - j->off[c->q]);
+            }
+        }
+    }
+    for (unsigned i = 0; i < conns; i++) {
+        if (cs[i].buf == NULL) continue;
+        close(cs[i].fd);
+        free(cs[i].buf);
+    }
+    free(cs);
+    close(ep);
 }
 
 typedef struct local_job {
@@ -414,13 +510,23 @@ static void run_search(const opts *o, pid_t server, const float *base, size_t nb
     double *lat_all = malloc(nq * SEARCH_ROUNDS * sizeof(double));
     if (j.lat_ms == NULL || j.ids == NULL || j.off == NULL || lat_all == NULL)
         bench_fail("out of memory");
+    vx_httpc_url url;
+    char uerr[VX_HTTPC_ERRMSG_LEN];
+    if (vx_httpc_url_parse(g_url, &url, uerr) != 0) bench_fail("%s", uerr);
+    sbuf one = {0};
     for (size_t i = 0; i < nq; i++) {
+        one.len = 0;
+        sb_printf(&one, "{\"vector\":");
+        sb_vector(&one, q + i * dim, dim);
+        sb_printf(&one, ",\"limit\":%zu,\"params\":{\"hnsw_ef\":%u}}", k, o->ef);
         j.off[i] = j.bodies.len;
-        sb_printf(&j.bodies, "{\"vector\":");
-        sb_vector(&j.bodies, q + i * dim, dim);
-        sb_printf(&j.bodies, ",\"limit\":%zu,\"params\":{\"hnsw_ef\":%u}}", k, o->ef);
+        sb_printf(&j.bodies,
+                  "POST %s/collections/%s/points/search HTTP/1.1\r\nHost: %s\r\n"
+                  "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%.*s",
+                  url.prefix, j.coll, url.authority, one.len, (int)one.len, one.p);
     }
     j.off[nq] = j.bodies.len;
+    free(one.p);
     pthread_t th[256];
     unsigned cn = o->conns < 256 ? o->conns : 256;
 
@@ -440,14 +546,11 @@ static void run_search(const opts *o, pid_t server, const float *base, size_t nb
     double srv_us[SEARCH_ROUNDS], loc_us[SEARCH_ROUNDS];
     size_t nlat = 0;
     for (int round = -1; round < SEARCH_ROUNDS; round++) { /* -1: warm-up */
-        atomic_store(&j.next, 0);
         double c0 = server > 0 ? proc_cpu_s(server) : NAN;
         double t0 = bench_now_s();
-        for (unsigned i = 0; i < cn; i++) pthread_create(&th[i], NULL, search_main, &j);
-        for (unsigned i = 0; i < cn; i++) pthread_join(th[i], NULL);
+        search_pass(&j, &url, cn);
         double secs = bench_now_s() - t0;
         double c1 = server > 0 ? proc_cpu_s(server) : NAN;
-        if (atomic_load(&j.failed)) bench_fail("search failed");
 
         atomic_store(&l.next, 0);
         double lc0 = self_cpu_s(), l0 = bench_now_s();

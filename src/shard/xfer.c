@@ -211,7 +211,8 @@ static int verify_store(const char *dir, uint64_t min_index, char *errbuf)
 {
     vx_store *st;
     char err[VX_ERRMSG_LEN];
-    int rc = vx_store_open(dir, NULL, &st, err);
+    vx_store_options so = {.no_hit_map = true}; /* only checked here */
+    int rc = vx_store_open(dir, &so, &st, err);
     if (rc != 0) return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, rc, "received store: %s", err);
     uint64_t digest, applied;
     rc = vx_store_digest(st, &digest, &applied); /* reads and checks every record */

@@ -4,6 +4,7 @@
 #include "store/store.h"
 
 #include "base/err.h"
+#include "store/hitmap.h"
 
 #include <errno.h>
 #include <lmdb.h>
@@ -34,7 +35,22 @@ struct vx_store {
     pthread_mutex_t msg_mu;
     char errmsg[VX_STORE_ERRMSG_LEN];
     char dir[512];
+    /* labels in memory (hitmap.h): on unless opened with no_hit_map; off
+     * for good if an update of it ever fails (reads go to LMDB then) */
+    _Atomic bool map_on;
+    vx_hitmap map;
+    pthread_rwlock_t map_lock;
+    /* held from a commit to its map update: LMDB's writer lock ends with
+     * the commit, and the map must take commits one at a time, in order */
+    pthread_mutex_t commit_mu;
 };
+
+/* A write transaction's label changes, for the map once it commits. */
+typedef struct label_change {
+    uint64_t label, version; /* version UINT64_MAX: deleted */
+    size_t off;              /* id bytes at ids + off */
+    uint16_t len;
+} label_change;
 
 struct vx_store_txn {
     vx_store *st;
@@ -42,6 +58,10 @@ struct vx_store_txn {
     bool write;
     bool labels_dirty;
     uint64_t next_label;
+    label_change *chg;
+    size_t nchg, capchg;
+    uint8_t *ids;
+    size_t lenids, capids;
 };
 
 static int store_err(vx_store *st, int code, const char *fmt, ...)
@@ -56,6 +76,64 @@ static int store_err(vx_store *st, int code, const char *fmt, ...)
     va_end(ap);
     pthread_mutex_unlock(&st->msg_mu);
     return code;
+}
+
+static bool log_change(vx_store_txn *t, uint64_t label, uint64_t version, const vx_point_id *id)
+{
+    if (!atomic_load(&t->st->map_on)) return true;
+    if (t->nchg == t->capchg) {
+        size_t cap = t->capchg ? t->capchg * 2 : 64;
+        label_change *c = realloc(t->chg, cap * sizeof(*c));
+        if (c == NULL) return false;
+        t->chg = c;
+        t->capchg = cap;
+    }
+    size_t len = id ? id->len : 0;
+    if (t->lenids + len > t->capids) {
+        size_t cap = t->capids ? t->capids * 2 : 4096;
+        while (cap < t->lenids + len) cap *= 2;
+        uint8_t *b = realloc(t->ids, cap);
+        if (b == NULL) return false;
+        t->ids = b;
+        t->capids = cap;
+    }
+    if (len) memcpy(t->ids + t->lenids, id->b, len);
+    t->chg[t->nchg++] = (label_change){label, version, t->lenids, (uint16_t)len};
+    t->lenids += len;
+    return true;
+}
+
+/* After a commit: the map takes the transaction's changes.  Growing copies
+ * the table first, without the lock: only this (the single) writer changes
+ * the map, and readers keep reading the old table meanwhile. */
+static void map_apply(vx_store *st, vx_store_txn *t)
+{
+    if (!atomic_load(&st->map_on) || t->nchg == 0) return;
+    vx_hitmap bigger = {0};
+    bool grow = vx_hitmap_needs_grow(&st->map, t->nchg);
+    if (grow && vx_hitmap_grow(&st->map, t->nchg, &bigger) != 0) goto off;
+    pthread_rwlock_wrlock(&st->map_lock);
+    vx_hitmap old = st->map;
+    if (grow) st->map = bigger;
+    int rc = 0;
+    for (size_t i = 0; i < t->nchg && rc == 0; i++) {
+        const label_change *c = &t->chg[i];
+        if (c->version == UINT64_MAX) vx_hitmap_del(&st->map, c->label);
+        else rc = vx_hitmap_put(&st->map, c->label, c->version, t->ids + c->off, c->len);
+    }
+    if (rc != 0) atomic_store(&st->map_on, false);
+    pthread_rwlock_unlock(&st->map_lock);
+    if (grow) vx_hitmap_free_shallow(&old);
+    return;
+off:
+    atomic_store(&st->map_on, false);
+}
+
+static void txn_free(vx_store_txn *t)
+{
+    free(t->chg);
+    free(t->ids);
+    free(t);
 }
 
 static int map_mdb(int rc)
@@ -124,6 +202,46 @@ static int upgrade_labels(vx_store *st, MDB_txn *txn)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+/* The labels table into the map, when the store opens. */
+static int build_map(vx_store *st)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) return map_mdb(rc);
+    MDB_stat ms;
+    rc = mdb_stat(txn, st->labels, &ms);
+    if (rc == 0 && vx_hitmap_init(&st->map, ms.ms_entries) != 0) rc = ENOMEM;
+    MDB_cursor *cur = NULL;
+    if (rc == 0) rc = mdb_cursor_open(txn, st->labels, &cur);
+    MDB_val k, v;
+    int out = 0;
+    for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        size_t lk;
+        uint64_t version;
+        if (k.mv_size != sizeof lk || v.mv_size <= LABEL_HDR) {
+            out = VX_ECORRUPT;
+            break;
+        }
+        memcpy(&lk, k.mv_data, sizeof lk);
+        memcpy(&version, v.mv_data, LABEL_HDR);
+        if ((out = vx_hitmap_put(&st->map, (uint64_t)lk, version,
+                                 (const uint8_t *)v.mv_data + LABEL_HDR,
+                                 v.mv_size - LABEL_HDR)) != 0)
+            break;
+    }
+    if (cur) mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    if (out == 0 && rc != MDB_NOTFOUND) out = rc == ENOMEM ? VX_ENOMEM : map_mdb(rc);
+    if (out != 0) {
+        vx_hitmap_free(&st->map);
+        return out;
+    }
+    pthread_rwlock_init(&st->map_lock, NULL);
+    atomic_store(&st->map_on, true);
+    return 0;
+}
+
 int vx_store_open(const char *dir, const vx_store_options *opt, vx_store **out, char *errbuf)
 {
     static const vx_store_options defaults = {0};
@@ -133,6 +251,7 @@ int vx_store_open(const char *dir, const vx_store_options *opt, vx_store **out, 
     vx_store *st = calloc(1, sizeof(*st));
     if (st == NULL) return vx_errf(errbuf, VX_STORE_ERRMSG_LEN, VX_ENOMEM, "store");
     pthread_mutex_init(&st->msg_mu, NULL);
+    pthread_mutex_init(&st->commit_mu, NULL);
     snprintf(st->dir, sizeof st->dir, "%s", dir);
     st->sync_each_commit = opt->sync_each_commit;
     /* The map is address space, not memory: 1 TiB by default.  Where the
@@ -206,16 +325,30 @@ int vx_store_open(const char *dir, const vx_store_options *opt, vx_store **out, 
                 mdb_strerror(rc));
         goto fail;
     }
+    if (!opt->no_hit_map) {
+        rc = build_map(st);
+        if (rc != 0) {
+            vx_errf(errbuf, VX_STORE_ERRMSG_LEN, rc, "loading the labels of %s: %s", dir,
+                    vx_strerror(rc));
+            mdb_env_close(st->env);
+            pthread_mutex_destroy(&st->commit_mu);
+            pthread_mutex_destroy(&st->msg_mu);
+            free(st);
+            return rc;
+        }
+    }
     *out = st;
     return 0;
 fail:
     rc = map_mdb(rc);
     mdb_env_close(st->env);
+    pthread_mutex_destroy(&st->commit_mu);
     pthread_mutex_destroy(&st->msg_mu);
     free(st);
     return rc;
 fail_code:
     mdb_env_close(st->env);
+    pthread_mutex_destroy(&st->commit_mu);
     pthread_mutex_destroy(&st->msg_mu);
     free(st);
     return VX_EFORMAT;
@@ -224,7 +357,12 @@ fail_code:
 void vx_store_close(vx_store *st)
 {
     if (st == NULL) return;
+    if (st->map.slot != NULL) {
+        vx_hitmap_free(&st->map);
+        pthread_rwlock_destroy(&st->map_lock);
+    }
     mdb_env_close(st->env);
+    pthread_mutex_destroy(&st->commit_mu);
     pthread_mutex_destroy(&st->msg_mu);
     free(st);
 }
@@ -287,7 +425,7 @@ void vx_store_rend(vx_store_txn *t)
 {
     if (t == NULL) return;
     mdb_txn_abort(t->txn);
-    free(t);
+    txn_free(t);
 }
 
 void vx_store_abort(vx_store_txn *t) { vx_store_rend(t); }
@@ -298,17 +436,20 @@ int vx_store_commit(vx_store_txn *t)
     int rc = 0;
     if (atomic_load(&st->fatal)) {
         mdb_txn_abort(t->txn);
-        free(t);
+        txn_free(t);
         return VX_EFATAL;
     }
     if (t->labels_dirty) rc = meta_put_u64(t->txn, st->meta, "next_label", &t->next_label, 1);
     if (rc != 0) {
         mdb_txn_abort(t->txn);
-        free(t);
+        txn_free(t);
         return store_err(st, map_mdb(rc), "commit: %s", mdb_strerror(rc));
     }
+    pthread_mutex_lock(&st->commit_mu);
     rc = mdb_txn_commit(t->txn);
-    free(t);
+    if (rc == 0) map_apply(st, t);
+    pthread_mutex_unlock(&st->commit_mu);
+    txn_free(t);
     if (rc == MDB_MAP_FULL) return store_err(st, VX_EFULL, "commit: map full");
     if (rc != 0) return store_fail(st, rc, "commit");
     if (st->sync_each_commit && atomic_exchange(&st->inject_sync_failure, false))
@@ -388,6 +529,20 @@ int vx_store_get_by_label(vx_store_txn *t, uint64_t label, vx_point_id *id, vx_r
 
 int vx_store_hit_by_label(vx_store_txn *t, uint64_t label, vx_point_id *id, uint64_t *version)
 {
+    vx_store *st = t->st;
+    if (!t->write && atomic_load(&st->map_on)) { /* a write txn sees its own changes in LMDB */
+        const uint8_t *b;
+        size_t n;
+        pthread_rwlock_rdlock(&st->map_lock);
+        bool found = vx_hitmap_get(&st->map, label, version, &b, &n);
+        int bad = found ? vx_id_from_bytes(id, b, n) : 0;
+        pthread_rwlock_unlock(&st->map_lock);
+        if (!found) return VX_ENOTFOUND;
+        if (bad != 0)
+            return store_err(st, VX_ECORRUPT, "label %llu maps to a malformed id",
+                             (unsigned long long)label);
+        return 0;
+    }
     size_t lk = (size_t)label;
     MDB_val k = {sizeof lk, &lk}, v;
     int rc = mdb_get(t->txn, t->st->labels, &k, &v);
@@ -443,6 +598,7 @@ int vx_store_put(vx_store_txn *t, const vx_point_id *id, const float *vec, uint3
     }
     int m = put_label(t, label, id, version);
     if (m != 0) return store_err(t->st, map_mdb(m), "label put: %s", mdb_strerror(m));
+    if (!log_change(t, label, version, id)) return VX_ENOMEM;
     rc = write_record(t, id, vec, dim, payload, plen, version, label);
     if (rc != 0) return store_err(t->st, map_mdb(rc), "put: %s", mdb_strerror(rc));
     *label_out = label;
@@ -465,6 +621,7 @@ int vx_store_put_payload(vx_store_txn *t, const vx_point_id *id, const char *pay
     rc = write_record(t, id, vec, old.dim, payload, plen, version, label);
     free(vec);
     if (rc == 0) rc = put_label(t, label, id, version);
+    if (rc == 0 && !log_change(t, label, version, id)) return VX_ENOMEM;
     if (rc != 0) return store_err(t->st, map_mdb(rc), "put payload: %s", mdb_strerror(rc));
     return 0;
 }
@@ -482,7 +639,8 @@ int vx_store_del(vx_store_txn *t, const vx_point_id *id, uint64_t *label_out)
     rc = mdb_del(t->txn, t->st->points, &k, NULL);
     if (rc == 0) rc = mdb_del(t->txn, t->st->labels, &kl, NULL);
     if (rc != 0) return store_err(t->st, map_mdb(rc), "delete: %s", mdb_strerror(rc));
-    *label_out = old.label;
+    if (!log_change(t, (uint64_t)lk, UINT64_MAX, NULL)) return VX_ENOMEM;
+    *label_out = (uint64_t)lk;
     return 0;
 }
 

@@ -57,6 +57,7 @@ typedef struct vx_store_txn vx_store_txn;
 typedef struct vx_store_options {
     size_t map_size;       /* reserved address space; 0 = 1 TiB (sparse) */
     bool sync_each_commit; /* full fsync (meta page too) on every commit */
+    bool no_hit_map;       /* no labels in memory (a store opened only to check or copy it) */
 } vx_store_options;
 
 /* A point as read: views into the map, valid until the read txn ends. */
@@ -99,8 +100,11 @@ int vx_store_rbegin(vx_store *st, vx_store_txn **txn);
 /* Works inside read and write transactions.  VX_ENOTFOUND / VX_ECORRUPT. */
 int vx_store_get(vx_store_txn *txn, const vx_point_id *id, vx_record *rec);
 int vx_store_get_by_label(vx_store_txn *txn, uint64_t label, vx_point_id *id, vx_record *rec);
-/* A search hit's id and version, from its index label: one lookup in the
- * labels table, the record not read.  VX_ENOTFOUND / VX_ECORRUPT. */
+/* A search hit's id and version, from its index label.  Read transactions
+ * answer from the labels held in memory (store/hitmap.h: about 60 bytes a
+ * point, built when the store opens, changed by each commit), write
+ * transactions and stores opened with no_hit_map from the labels table.
+ * VX_ENOTFOUND / VX_ECORRUPT. */
 int vx_store_hit_by_label(vx_store_txn *txn, uint64_t label, vx_point_id *id, uint64_t *version);
 /* Iterate points in key order from `start` (NULL = first): cb returns
  * non-zero to stop (and that value is returned). */

@@ -264,6 +264,8 @@ static void test_put_get_round_trip(void **state)
     for (int n = 0; n <= NRT; n++) check_point(t, &e[n]);
     assert_int_equal(vx_store_get_by_label(t, 3, &gid, &rec), VX_ENOTFOUND);
     assert_int_equal(vx_store_get_by_label(t, NRT + 2, &gid, &rec), VX_ENOTFOUND);
+    assert_int_equal(vx_store_hit_by_label(t, 3, &gid, &hv), VX_ENOTFOUND); /* from memory */
+    assert_int_equal(vx_store_hit_by_label(t, NRT + 2, &gid, &hv), VX_ENOTFOUND);
     /* a read txn refuses writes */
     assert_int_equal(vx_store_put(t, &missing, e[0].vec, 1, "", 0, 1, &label, &(bool){0}), VX_EINVAL);
     assert_int_equal(vx_store_del(t, &e[0].id, &label), VX_EINVAL);
