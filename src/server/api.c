@@ -148,11 +148,13 @@ typedef struct ctx {
     const vx_principal *who; /* the authenticated caller (NULL: the API is open) */
 } ctx;
 
-static double elapsed(const ctx *c)
+/* Since the request began, for the answer's "time". */
+static uint64_t elapsed_ns(const ctx *c)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - c->t0.tv_sec) + (double)(t.tv_nsec - c->t0.tv_nsec) / 1e9;
+    int64_t ns = (int64_t)(t.tv_sec - c->t0.tv_sec) * 1000000000 + (t.tv_nsec - c->t0.tv_nsec);
+    return ns > 0 ? (uint64_t)ns : 0;
 }
 
 static void set_body(vx_api_response *res, jbuf *b, int status, const char *ctype)
@@ -195,7 +197,7 @@ static int fail(ctx *c, int status, const char *fmt, ...)
     jb_lit(&b, "{\"status\":{\"error\":");
     jb_cstr(&b, msg);
     jb_lit(&b, "},\"time\":");
-    jb_f64(&b, elapsed(c));
+    jb_seconds(&b, elapsed_ns(c));
     jb_ch(&b, '}');
     set_body(c->res, &b, status, "application/json");
     return -1;
@@ -216,7 +218,7 @@ static int ok_end(ctx *c, jbuf *b)
         jb_ch(b, ']');
     }
     jb_lit(b, ",\"status\":\"ok\",\"time\":");
-    jb_f64(b, elapsed(c));
+    jb_seconds(b, elapsed_ns(c));
     jb_ch(b, '}');
     set_body(c->res, b, 200, "application/json");
     return 0;

@@ -257,6 +257,20 @@ void jb_f64(jbuf *b, double v)
     jb_raw(b, t, (size_t)n);
 }
 
+void jb_seconds(jbuf *b, uint64_t ns)
+{
+    jb_u64(b, ns / 1000000000u);
+    char t[10] = {'.'};
+    uint64_t frac = ns % 1000000000u;
+    for (int i = 9; i >= 1; i--) {
+        t[i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    int n = 10;
+    while (n > 2 && t[n - 1] == '0') n--;
+    jb_raw(b, t, (size_t)n);
+}
+
 void jb_bool(jbuf *b, bool v) { jb_lit(b, v ? "true" : "false"); }
 
 void jb_key(jbuf *b, const char *key, bool comma)

@@ -242,6 +242,27 @@ static void test_format_f32(void **state)
     if (differ > 10) fail_msg("%d of 1e6 differ from %%.9g", differ);
 }
 
+static void test_seconds(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t ns;
+        const char *want;
+    } c[] = {{0, "0.0"}, {512000, "0.000512"}, {2500000000u, "2.5"}, {1000000000u, "1.0"},
+             {1, "0.000000001"}, {12345678901ull, "12.345678901"}};
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        jbuf b;
+        jb_init(&b);
+        jb_seconds(&b, c[i].ns);
+        size_t len;
+        char *t = jb_take(&b, &len);
+        assert_non_null(t);
+        if (len != strlen(c[i].want) || memcmp(t, c[i].want, len) != 0)
+            fail_msg("%llu ns: %.*s, want %s", (unsigned long long)c[i].ns, (int)len, t, c[i].want);
+        free(t);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +270,7 @@ int main(void)
         cmocka_unit_test(test_shape),
         cmocka_unit_test(test_extract_vector),
         cmocka_unit_test(test_format_f32),
+        cmocka_unit_test(test_seconds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
