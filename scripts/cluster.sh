@@ -61,7 +61,15 @@ http_ok() { # GET http://127.0.0.1:$1$2 answers 200 (bash's /dev/tcp: no curl ne
   exec 3<&- 3>&-
   case "$line" in "HTTP/1."?" 200"*) return 0;; *) return 1;; esac
 }
-alive() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+# PID is a live process of ours: not gone, not a zombie waiting to be
+# reaped (kill -0 succeeds on those), and not a reused pid of another program
+running() {
+  local p="$1" st
+  [ -n "$p" ] && [ -r "/proc/$p/status" ] || return 1
+  st=$(awk '/^State:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo "?")
+  [ "$st" != Z ] && [ "$st" != X ] && grep -qa vectron "/proc/$p/cmdline" 2>/dev/null
+}
+alive() { running "$(pid_of "$1")"; }
 
 start_node() {
   local n="$1"
@@ -74,11 +82,20 @@ start_node() {
 stop_node() { # SIGTERM, then SIGKILL after 10 s
   local n="$1" p
   p=$(pid_of "$n")
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 0
+  running "$p" || return 0
   kill -CONT "$p" 2>/dev/null || true
   kill -TERM "$p" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+  for _ in $(seq 100); do running "$p" || return 0; sleep 0.1; done
+  kill_node "$n"
+}
+
+kill_node() { # SIGKILL, and return once the process is gone
+  local p
+  p=$(pid_of "$1")
+  running "$p" || return 0
   kill -KILL "$p" 2>/dev/null || true
+  for _ in $(seq 100); do running "$p" || return 0; sleep 0.05; done
+  die "$1 (pid $p) still running 5 s after SIGKILL"
 }
 
 load_env() {
@@ -107,7 +124,7 @@ case "$cmd" in
     done
     echo "$url"
     ;;
-  kill) load_env; p=$(pid_of "$node"); [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true;;
+  kill) load_env; kill_node "$node";;
   stop) load_env; stop_node "$node";;
   start) load_env; start_node "$node";;
   pause) load_env; p=$(pid_of "$node"); [ -n "$p" ] && kill -STOP "$p";;
@@ -116,7 +133,7 @@ case "$cmd" in
     load_env
     for n in $NODES; do
       p=$(pid_of "$n")
-      if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+      if running "$p"; then
         st=$(awk '/^State:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo "?")
         [ "$st" = T ] && echo "$n paused (pid $p)" || echo "$n running (pid $p)"
       else

@@ -231,7 +231,7 @@ test('kill -9 of a shard leader during a 4-writer ingest: writes resume within 5
   console.log(`# killed ${node} (leader of shard ${col.shards[0].group}); first write acknowledged ${firstAfter - killedAt} ms later; longest gap ${maxGap} ms; ${acked.size} points acknowledged`);
   assert.ok(maxGap < 5000, `writes paused ${maxGap} ms`);
   assert.ok(maxGap > 200, `writes never paused (${maxGap} ms): was the killed worker the leader?`);
-  c.node('start', node);
+  const started = c.node('start', node);
   // the restarted replica catches up: every shard's replicas agree (applied index, points, digest)
   const t0 = Date.now();
   for (;;) {
@@ -243,7 +243,14 @@ test('kill -9 of a shard leader during a 4-writer ingest: writes resume within 5
       console.log(`# replicas equal ${Date.now() - t0} ms after the restart: ${[...groups.values()].map((g) => `${g[0].group}: ${g[0].digest}@${g[0].applied}`).join(', ')}`);
       break;
     }
-    assert.ok(Date.now() - t0 < 60000, `replicas differ 60 s after the restart: ${JSON.stringify(rs)}`);
+    if (Date.now() - t0 >= 60000) {
+      // the restarted node's own account, for the failure message
+      let tail = '';
+      try { tail = fs.readFileSync(path.join(c.dir, `${node}.log`), 'utf8').split('\n').slice(-40).join('\n'); } catch (e) { tail = String(e); }
+      let status = '';
+      try { status = execFileSync('bash', [CLUSTER, 'status', '--dir', c.dir], { encoding: 'utf8' }); } catch (e) { status = String(e); }
+      assert.fail(`replicas differ 60 s after the restart: ${JSON.stringify(rs)}\n--- start: ${started}\n--- status:\n${status}--- ${node}.log (last lines) ---\n${tail}`);
+    }
     await sleep(250);
   }
   const ids = [...acked];
