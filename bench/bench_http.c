@@ -8,13 +8,20 @@
  *      (Gaussian), over --writers parallel connections, and the time from
  *      the last acknowledgement until every point is in the index (the
  *      collection's status turns green);
- *   2. search at a fixed ef over --conns parallel keep-alive connections:
- *      queries/s, p50/p99/p99.9 latency and recall@10 on the SIFT queries;
- *      and, in the same run, the in-process index built with the same
- *      parameters, searched at the same ef by as many threads: queries/s and
- *      recall.  The ratio HTTP/in-process is the cost of the whole server
- *      path (HTTP, JSON, the shard's read path, ids and payload lookups).
- * One JSON line per measurement on stdout.
+ *   2. search at a fixed ef over --conns parallel keep-alive connections
+ *      (driven by one epoll thread, as wrk drives them): queries/s,
+ *      p50/p99/p99.9 latency and recall@10 on the SIFT queries; and, in the
+ *      same run, the in-process index built with the same parameters,
+ *      searched at the same ef by as many threads.  Five rounds, each all
+ *      queries over HTTP then all in process, after a warm-up round: the
+ *      medians, and the median of the per-round ratios HTTP/in-process (the
+ *      cost of the whole server path: HTTP, JSON, the shard's read path, id
+ *      lookups).  With --server, also the CPU per query of the server
+ *      process (from /proc) and of the in-process searchers, and their
+ *      ratio: what the server path costs apart from the load generator,
+ *      which on a small machine shares the server's cores.
+ * Request bodies are formatted before any clock starts.  One JSON line per
+ * measurement on stdout.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -575,13 +582,17 @@ static void run_search(const opts *o, pid_t server, const float *base, size_t nb
     printf("{\"bench\":\"http_search\",\"points\":%zu,\"queries\":%zu,\"rounds\":%d,\"ef\":%u,"
            "\"conns\":%u,\"qps\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,"
            "\"recall\":%.4f,\"inprocess_qps\":%.0f,\"inprocess_recall\":%.4f,\"ratio\":%.3f,"
-           "\"server_cpu_us_per_query\":%.1f,\"inprocess_cpu_us_per_query\":%.1f,"
-           "\"cpu_ratio\":%.3f}\n",
+           "\"server_cpu_us_per_query\":",
            nbase, nq, SEARCH_ROUNDS, o->ef, cn, median(http_qps, SEARCH_ROUNDS),
            bench_percentile_sorted(lat_all, nlat, 0.50),
            bench_percentile_sorted(lat_all, nlat, 0.99),
            bench_percentile_sorted(lat_all, nlat, 0.999), r, median(local_qps, SEARCH_ROUNDS),
-           lr, median(ratio, SEARCH_ROUNDS), srv_cpu, loc_cpu, loc_cpu / srv_cpu);
+           lr, median(ratio, SEARCH_ROUNDS));
+    /* null where there is no server process to read (--url) */
+    bench_print_num("%.1f", srv_cpu);
+    printf(",\"inprocess_cpu_us_per_query\":%.1f,\"cpu_ratio\":", loc_cpu);
+    bench_print_num("%.3f", loc_cpu / srv_cpu);
+    printf("}\n");
     fflush(stdout);
     free(l.ids);
     vx_index_free(idx);
