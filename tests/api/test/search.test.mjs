@@ -269,3 +269,38 @@ describe('approximate search on a larger collection', { timeout: 240000 }, () =>
     assert.ok(total / nq >= 0.9, `mean recall@10 ${total / nq} < 0.9`);
   });
 });
+
+describe('hit versions follow the writes', { timeout: 60000 }, () => {
+  after(() => cols.dropAll());
+
+  // A hit's version is the operation that last wrote the point: the same for
+  // a batch, newer after an overwrite or a payload change, untouched for the
+  // others; a deleted point is no hit at all.
+  it('upsert, set_payload, overwrite and delete move the versions search answers', async () => {
+    const rng = makeRng('versions');
+    const c = await cols.create('s_versions', { vectors: { size: DIM, distance: 'Euclid' } });
+    const pts = Array.from({ length: 50 }, (_, i) => ({ id: i + 1, vector: rng.vec(DIM), payload: { i } }));
+    await client.upsert(c, { wait: true, points: pts });
+    const hitOf = async (p, exact) => {
+      const res = await client.search(c, { vector: p.vector, limit: 50, params: { exact } });
+      return res.find((r) => String(r.id) === String(p.id));
+    };
+    for (const exact of [false, true]) {
+      const a = await hitOf(pts[4], exact), b = await hitOf(pts[5], exact);
+      assert.ok(a && b, 'both points are hits');
+      assert.equal(a.version, b.version, 'one batch, one version');
+    }
+    const v0 = (await hitOf(pts[5], true)).version;
+    await client.setPayload(c, { wait: true, points: [pts[4].id], payload: { touched: true } });
+    const v1 = (await hitOf(pts[4], true)).version;
+    assert.ok(v1 > v0, `set_payload: version ${v1} after ${v0}`);
+    assert.equal((await hitOf(pts[5], false)).version, v0, 'an untouched point keeps its version');
+    pts[4].vector = rng.vec(DIM);
+    await client.upsert(c, { wait: true, points: [pts[4]] });
+    const v2 = (await hitOf(pts[4], false)).version;
+    assert.ok(v2 > v1, `overwrite: version ${v2} after ${v1}`);
+    assert.equal((await hitOf(pts[4], true)).version, v2, 'graph and exact search agree');
+    await client.delete(c, { wait: true, points: [pts[5].id] });
+    for (const exact of [false, true]) assert.equal(await hitOf(pts[5], exact), undefined, 'a deleted point is no hit');
+  });
+});
