@@ -510,7 +510,8 @@ int vx_store_get(vx_store_txn *t, const vx_point_id *id, vx_record *rec)
     return decode_record(t->st, id, &v, rec);
 }
 
-int vx_store_get_by_label(vx_store_txn *t, uint64_t label, vx_point_id *id, vx_record *rec)
+/* labels[label] from LMDB: the point's version and id. */
+static int read_label(vx_store_txn *t, uint64_t label, vx_point_id *id, uint64_t *version)
 {
     size_t lk = (size_t)label;
     MDB_val k = {sizeof lk, &lk}, v;
@@ -520,6 +521,15 @@ int vx_store_get_by_label(vx_store_txn *t, uint64_t label, vx_point_id *id, vx_r
         vx_id_from_bytes(id, (const uint8_t *)v.mv_data + LABEL_HDR, v.mv_size - LABEL_HDR) != 0)
         return store_err(t->st, VX_ECORRUPT, "label %llu maps to a malformed id",
                          (unsigned long long)label);
+    memcpy(version, v.mv_data, LABEL_HDR);
+    return 0;
+}
+
+int vx_store_get_by_label(vx_store_txn *t, uint64_t label, vx_point_id *id, vx_record *rec)
+{
+    uint64_t version;
+    int rc = read_label(t, label, id, &version);
+    if (rc != 0) return rc;
     rc = vx_store_get(t, id, rec);
     if (rc == 0 && rec->label != label)
         return store_err(t->st, VX_ECORRUPT, "label %llu maps to a point with label %llu",
@@ -543,16 +553,7 @@ int vx_store_hit_by_label(vx_store_txn *t, uint64_t label, vx_point_id *id, uint
                              (unsigned long long)label);
         return 0;
     }
-    size_t lk = (size_t)label;
-    MDB_val k = {sizeof lk, &lk}, v;
-    int rc = mdb_get(t->txn, t->st->labels, &k, &v);
-    if (rc != 0) return rc == MDB_NOTFOUND ? VX_ENOTFOUND : store_err(t->st, map_mdb(rc), "label: %s", mdb_strerror(rc));
-    if (v.mv_size <= LABEL_HDR ||
-        vx_id_from_bytes(id, (const uint8_t *)v.mv_data + LABEL_HDR, v.mv_size - LABEL_HDR) != 0)
-        return store_err(t->st, VX_ECORRUPT, "label %llu maps to a malformed id",
-                         (unsigned long long)label);
-    memcpy(version, v.mv_data, LABEL_HDR);
-    return 0;
+    return read_label(t, label, id, version);
 }
 
 /* labels[label] = (version, id): written with every record, in its txn. */
