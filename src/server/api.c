@@ -271,8 +271,7 @@ static uint32_t json_depth(const char *s, size_t n)
     return max;
 }
 
-/* Parse the body (required = an object must be there). */
-/* Parses the body into c->body.  With vec_key, a top-level array of numbers
+/* Parses the body into c->body (required: an object must be there).  With vec_key, a top-level array of numbers
  * under that key is read on the fast path (fastjson.h) into c->fast_vec and
  * cJSON parses the rest; parse_vector knows the stand-in node. */
 static int need_body_vec(ctx *c, bool required, const char *vec_key)

@@ -5,6 +5,7 @@
 #include "server/fastjson.h"
 
 #include "base/err.h"
+#include "server/jbuf.h"
 
 #include <cjson/cJSON.h>
 #include <float.h>
@@ -49,10 +50,6 @@ static bool plain_string(cur *c, const char **s, size_t *n)
     c->p++;
     return true;
 }
-
-static const double pow10_tab[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 /* A JSON number as a float; false when it is not one, not finite in float32
  * or in a form this path leaves to the general parser. */
@@ -100,7 +97,7 @@ static bool number(cur *c, float *out)
     double v;
     if (mant <= (1ull << 53) && exp10 >= -22 && exp10 <= 22) {
         /* exact operands: one correctly rounded operation */
-        v = exp10 >= 0 ? (double)mant * pow10_tab[exp10] : (double)mant / pow10_tab[-exp10];
+        v = exp10 >= 0 ? (double)mant * vx_pow10[exp10] : (double)mant / vx_pow10[-exp10];
     } else {
         char tmp[64]; /* the rare long or extreme literal: the C library */
         size_t n = (size_t)(c->p - s);

@@ -144,23 +144,18 @@ void jb_i64(jbuf *b, int64_t v)
     jb_raw(b, t, (size_t)n);
 }
 
-/* 10^k for k in [-60, 60], as the nearest doubles (exact up to 10^22). */
-static double pow10_of(int k)
-{
-    static const double tab[61] = {
-        1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11, 1e12,
-        1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25,
-        1e26, 1e27, 1e28, 1e29, 1e30, 1e31, 1e32, 1e33, 1e34, 1e35, 1e36, 1e37, 1e38,
-        1e39, 1e40, 1e41, 1e42, 1e43, 1e44, 1e45, 1e46, 1e47, 1e48, 1e49, 1e50, 1e51,
-        1e52, 1e53, 1e54, 1e55, 1e56, 1e57, 1e58, 1e59, 1e60};
-    return k >= 0 ? tab[k] : 1.0 / tab[-k];
-}
+const double vx_pow10[61] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11, 1e12,
+    1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25,
+    1e26, 1e27, 1e28, 1e29, 1e30, 1e31, 1e32, 1e33, 1e34, 1e35, 1e36, 1e37, 1e38,
+    1e39, 1e40, 1e41, 1e42, 1e43, 1e44, 1e45, 1e46, 1e47, 1e48, 1e49, 1e50, 1e51,
+    1e52, 1e53, 1e54, 1e55, 1e56, 1e57, 1e58, 1e59, 1e60};
 
 /* d * 10^k (one rounding where 10^|k| is exact) to the nearest integer,
  * ties to even as printf rounds them. */
 static uint64_t scale10(double d, int k)
 {
-    double s = k >= 0 ? d * pow10_of(k) : d / pow10_of(-k);
+    double s = k >= 0 ? d * vx_pow10[k] : d / vx_pow10[-k];
     double fl = floor(s), frac = s - fl;
     uint64_t m = (uint64_t)fl;
     return m + (frac > 0.5 || (frac == 0.5 && (m & 1)));

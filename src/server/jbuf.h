@@ -39,6 +39,8 @@ void jb_f32(jbuf *b, float v);
  * significant digits, trailing zeros dropped, %g's choice of notation);
  * the length, out NUL-terminated. */
 int jb_format_f32(char out[32], float v);
+/* 10^k for k in 0..60, the nearest doubles (exact up to 10^22). */
+extern const double vx_pow10[61];
 /* A duration in nanoseconds as decimal seconds: 0.000512, 2.5, 1.0. */
 void jb_seconds(jbuf *b, uint64_t ns);
 void jb_f64(jbuf *b, double v);
