@@ -550,14 +550,14 @@ static void run_search(const opts *o, pid_t server, const float *base, size_t nb
                    .ids = calloc(nq * k, sizeof(uint64_t))};
 
     double http_qps[SEARCH_ROUNDS], local_qps[SEARCH_ROUNDS], ratio[SEARCH_ROUNDS];
-    double srv_us[SEARCH_ROUNDS], loc_us[SEARCH_ROUNDS];
+    double srv_us[SEARCH_ROUNDS], loc_us[SEARCH_ROUNDS], cli_us[SEARCH_ROUNDS];
     size_t nlat = 0;
     for (int round = -1; round < SEARCH_ROUNDS; round++) { /* -1: warm-up */
-        double c0 = server > 0 ? proc_cpu_s(server) : NAN;
+        double c0 = server > 0 ? proc_cpu_s(server) : NAN, cc0 = self_cpu_s();
         double t0 = bench_now_s();
         search_pass(&j, &url, cn);
         double secs = bench_now_s() - t0;
-        double c1 = server > 0 ? proc_cpu_s(server) : NAN;
+        double c1 = server > 0 ? proc_cpu_s(server) : NAN, cc1 = self_cpu_s();
 
         atomic_store(&l.next, 0);
         double lc0 = self_cpu_s(), l0 = bench_now_s();
@@ -570,6 +570,7 @@ static void run_search(const opts *o, pid_t server, const float *base, size_t nb
         ratio[round] = http_qps[round] / local_qps[round];
         srv_us[round] = (c1 - c0) * 1e6 / (double)nq;
         loc_us[round] = (lc1 - lc0) * 1e6 / (double)nq;
+        cli_us[round] = (cc1 - cc0) * 1e6 / (double)nq;
         memcpy(lat_all + nlat, j.lat_ms, nq * sizeof(double));
         nlat += nq;
         fprintf(stderr, "round %d: http %.0f q/s, in-process %.0f q/s, ratio %.3f\n", round,
@@ -590,7 +591,8 @@ static void run_search(const opts *o, pid_t server, const float *base, size_t nb
            lr, median(ratio, SEARCH_ROUNDS));
     /* null where there is no server process to read (--url) */
     bench_print_num("%.1f", srv_cpu);
-    printf(",\"inprocess_cpu_us_per_query\":%.1f,\"cpu_ratio\":", loc_cpu);
+    printf(",\"client_cpu_us_per_query\":%.1f,\"inprocess_cpu_us_per_query\":%.1f,\"cpu_ratio\":",
+           median(cli_us, SEARCH_ROUNDS), loc_cpu);
     bench_print_num("%.3f", loc_cpu / srv_cpu);
     printf("}\n");
     fflush(stdout);

@@ -249,26 +249,20 @@ static int fail_rc(ctx *c, int rc, const char *what)
 
 /* ---- request bodies ------------------------------------------------------------------- */
 
-/* Nesting depth of JSON text (outside strings); cJSON's own limit is 1000. */
-static uint32_t json_depth(const char *s, size_t n)
+/* Nesting depth of a parsed JSON value (objects and arrays count one level
+ * each, as brackets do in the text).  Measured on the tree, not the text:
+ * cJSON refuses text nested deeper than CJSON_NESTING_LIMIT (1000) itself,
+ * so parsing is bounded, and walking the few nodes of a request costs far
+ * less than scanning every byte of its numbers.  Stops below limit + 1. */
+static uint32_t json_depth(const cJSON *v, uint32_t limit)
 {
-    uint32_t depth = 0, max = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (in_str) {
-            if (ch == '\\') i++;
-            else if (ch == '"') in_str = false;
-            continue;
-        }
-        if (ch == '"') in_str = true;
-        else if (ch == '{' || ch == '[') {
-            if (++depth > max) max = depth;
-        } else if (ch == '}' || ch == ']') {
-            if (depth) depth--;
-        }
+    if (!cJSON_IsObject(v) && !cJSON_IsArray(v)) return 0;
+    uint32_t max = 0;
+    for (const cJSON *ch = v->child; ch != NULL && max <= limit; ch = ch->next) {
+        uint32_t d = json_depth(ch, limit);
+        if (d > max) max = d;
     }
-    return max;
+    return max + 1;
 }
 
 /* Parses the body into c->body (required: an object must be there).  With vec_key, a top-level array of numbers
@@ -285,9 +279,6 @@ static int need_body_vec(ctx *c, bool required, const char *vec_key)
         if (!required) return 0;
         return fail(c, 400, "Bad request: a JSON body is required");
     }
-    if (json_depth(r->body, n) > c->api->lim.max_json_depth)
-        return fail(c, 400, "Bad request: JSON nested deeper than %u levels",
-                    c->api->lim.max_json_depth);
     const char *text = r->body;
     char *copy = NULL;
     if (vec_key != NULL &&
@@ -302,6 +293,13 @@ static int need_body_vec(ctx *c, bool required, const char *vec_key)
         c->body = NULL;
         free(copy);
         return fail(c, 400, "Bad request: the body is not valid JSON (near byte %zu)", at);
+    }
+    if (json_depth(c->body, c->api->lim.max_json_depth) > c->api->lim.max_json_depth) {
+        cJSON_Delete(c->body);
+        c->body = NULL;
+        free(copy);
+        return fail(c, 400, "Bad request: JSON nested deeper than %u levels",
+                    c->api->lim.max_json_depth);
     }
     if (!cJSON_IsObject(c->body)) {
         free(copy);
@@ -1653,26 +1651,25 @@ static void write_scored(jbuf *b, acol *col, search_req *s, scored *all, size_t 
 {
     bool first = true;
     for (size_t i = from; i < m; i++) {
-        jbuf one;
-        jb_init(&one);
-        jb_lit(&one, "{\"id\":");
-        write_id(&one, &all[i].hit.id);
+        size_t mark = b->len; /* a hit deleted since the search is taken back out */
+        if (!first) jb_ch(b, ',');
+        jb_lit(b, "{\"id\":");
+        write_id(b, &all[i].hit.id);
         if (!v1) {
-            jb_lit(&one, ",\"version\":");
-            jb_u64(&one, all[i].hit.version);
+            jb_lit(b, ",\"version\":");
+            jb_u64(b, all[i].hit.version);
         }
-        jb_lit(&one, ",\"score\":");
-        jb_f32(&one, all[i].score);
+        jb_lit(b, ",\"score\":");
+        jb_f32(b, all[i].score);
         bool found;
         selector ps = v1 ? (selector){1, NULL} : s->ps;
-        if (write_point(&one, col, &all[i].hit.id, &ps, s->with_vector && !v1, true, &found) == 0 &&
+        if (write_point(b, col, &all[i].hit.id, &ps, s->with_vector && !v1, true, &found) == 0 &&
             found) {
-            jb_ch(&one, '}');
-            if (!first) jb_ch(b, ',');
-            jb_raw(b, one.p, one.len);
+            jb_ch(b, '}');
             first = false;
+        } else {
+            b->len = mark;
         }
-        jb_free(&one);
     }
 }
 

@@ -333,7 +333,10 @@ int vx_fast_extract_vector(const char *body, size_t len, const char *key, size_t
     }
     if (!eat(&c, '[')) return VX_EINVAL;
     const char *from = c.p;
-    float *v = malloc((max_n ? max_n : 1) * sizeof(float));
+    /* sized as it fills (doubling), not for max_n floats up front: a 128-d
+     * query should not take (and return) a 256 KiB block per request */
+    size_t cap = max_n < 256 ? (max_n ? max_n : 1) : 256;
+    float *v = malloc(cap * sizeof(float));
     if (v == NULL) return VX_EINVAL;
     uint32_t m = 0;
     for (;;) {
@@ -341,6 +344,15 @@ int vx_fast_extract_vector(const char *body, size_t len, const char *key, size_t
         if (m >= max_n || !number(&c, &f)) {
             free(v);
             return VX_EINVAL;
+        }
+        if (m == cap) {
+            cap = cap * 2 < max_n ? cap * 2 : max_n;
+            float *g = realloc(v, cap * sizeof(float));
+            if (g == NULL) {
+                free(v);
+                return VX_EINVAL;
+            }
+            v = g;
         }
         v[m++] = f;
         if (eat(&c, ',')) continue;

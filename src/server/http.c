@@ -22,6 +22,7 @@
 #include <arpa/inet.h>
 #include <inttypes.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,17 +63,59 @@ static const char *get_header(void *ctx, const char *name)
     return MHD_lookup_connection_value(ctx, MHD_HEADER_KIND, name);
 }
 
-/* The client's address as text ("?" when unknown). */
-static void peer_of(struct MHD_Connection *conn, char *out, size_t n)
+/* The client's address as text ("?" when unknown), formatted once per
+ * connection: a connection has a thread of its own (thread per connection),
+ * so the thread remembers it for the connection's next requests. */
+static __thread const struct MHD_Connection *tl_peer_conn;
+static __thread char tl_peer[64];
+
+static const char *peer_of(struct MHD_Connection *conn)
 {
+    if (tl_peer_conn == conn) return tl_peer;
+    char *out = tl_peer;
+    socklen_t n = sizeof tl_peer;
     snprintf(out, n, "?");
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (ci == NULL || ci->client_addr == NULL) return;
-    const struct sockaddr *sa = ci->client_addr;
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out, (socklen_t)n);
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out, (socklen_t)n);
+    if (ci != NULL && ci->client_addr != NULL) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out, n);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out, n);
+    }
+    tl_peer_conn = conn;
+    return tl_peer;
+}
+
+/* Request bodies start in a buffer of BODY_SMALL bytes; a connection's thread
+ * keeps one such buffer between requests (freed when the thread ends), so a
+ * stream of small requests (searches) does not allocate and free one per
+ * request.  Larger bodies grow their own buffer and free it. */
+#define BODY_SMALL 16384
+static pthread_key_t g_body_key;
+static pthread_once_t g_body_once = PTHREAD_ONCE_INIT;
+
+static void body_key_init(void) { (void)pthread_key_create(&g_body_key, free); }
+
+static char *body_take(void)
+{
+    pthread_once(&g_body_once, body_key_init);
+    char *b = pthread_getspecific(g_body_key);
+    if (b != NULL) {
+        (void)pthread_setspecific(g_body_key, NULL);
+        return b;
+    }
+    return malloc(BODY_SMALL);
+}
+
+static void body_give(char *b, size_t cap)
+{
+    if (b == NULL) return;
+    pthread_once(&g_body_once, body_key_init);
+    if (cap == BODY_SMALL && pthread_getspecific(g_body_key) == NULL &&
+        pthread_setspecific(g_body_key, b) == 0)
+        return;
+    free(b);
 }
 
 static enum MHD_Result send_response(struct MHD_Connection *conn, vx_api_response *res,
@@ -186,13 +229,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (st->too_big) return MHD_YES;
         if (st->len + n > h->max_body) {
             st->too_big = true;
-            free(st->buf);
+            body_give(st->buf, st->cap);
             st->buf = NULL;
             st->len = st->cap = 0;
             return MHD_YES;
         }
+        if (st->cap == 0 && st->len + n + 1 <= BODY_SMALL) {
+            st->buf = body_take();
+            if (st->buf == NULL) return MHD_NO;
+            st->cap = BODY_SMALL;
+        }
         if (st->len + n + 1 > st->cap) {
-            size_t cap = st->cap ? st->cap : 4096;
+            size_t cap = st->cap ? st->cap : BODY_SMALL;
             while (cap < st->len + n + 1) cap *= 2;
             char *b = realloc(st->buf, cap);
             if (b == NULL) return MHD_NO;
@@ -220,9 +268,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                               .get_arg = get_arg,
                               .arg_ctx = conn,
                               .get_header = get_header};
-        char peer[64];
-        peer_of(conn, peer, sizeof peer);
-        req.peer = peer;
+        req.peer = peer_of(conn);
         memcpy(req.rid, rid, sizeof rid);
         vx_api_handle(h->api, &req, &res);
         atomic_fetch_sub(&h->in_flight, 1);
@@ -239,7 +285,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     reqstate *st = *con_cls;
     if (st) {
-        free(st->buf);
+        body_give(st->buf, st->cap);
         free(st);
         *con_cls = NULL;
     }

@@ -179,7 +179,12 @@ int jb_format_f32(char out[32], float v)
      * apart on either side: the text always reads back as v (what %.9g gives,
      * at a fraction of printf's cost). */
     double d = v;
-    int e = (int)floor(log10(d));
+    /* e = floor(log10(d)) from the binary exponent: d = f * 2^b with f in
+     * [0.5, 1) puts log10(d) in [(b - 1) log10 2, b log10 2), so the
+     * estimate is e or e - 1, and the step below corrects the latter */
+    int b;
+    (void)frexp(d, &b);
+    int e = (int)floor((b - 1) * 0.30102999566398120);
     uint64_t m = scale10(d, 8 - e);
     if (m >= 1000000000ull) m = scale10(d, 8 - ++e);
     else if (m < 100000000ull) m = scale10(d, 8 - --e);
