@@ -924,7 +924,10 @@ int vx_shard_search_filtered(vx_shard *sh, const float *query, uint32_t k,
     vx_filter idx_filter = {.match = label_matches, .ctx = &lf, .selectivity = -1.0};
     const vx_index_config *ic = &sh->cfg.index;
     float *q = malloc((size_t)sh->dim * 4);
-    if (q == NULL) return VX_ENOMEM;
+    if (q == NULL) {
+        vx_store_rend(txn);
+        return VX_ENOMEM;
+    }
     memcpy(q, query, (size_t)sh->dim * 4);
     if (ic->metric == VX_METRIC_COSINE) {
         double norm = 0;
@@ -1007,17 +1010,25 @@ int vx_shard_search_filtered(vx_shard *sh, const float *query, uint32_t k,
         vx_store_rend(txn);
         return rc;
     }
-    /* labels -> ids; a point deleted meanwhile is skipped */
+    /* labels -> ids, in chunks of what is still missing; a point deleted
+     * meanwhile is skipped */
     uint32_t n = 0;
-    for (size_t i = 0; rc == 0 && i < nc && n < k; i++) {
-        int g = vx_store_hit_by_label(txn, cand[i].label, &out[n].id, &out[n].version);
-        if (g == VX_ENOTFOUND) continue;
-        if (g != 0) {
-            rc = g;
-            break;
+    for (size_t i = 0; rc == 0 && i < nc && n < k;) {
+        enum { CHUNK = 16 };
+        uint64_t labels[CHUNK], versions[CHUNK];
+        vx_point_id ids[CHUNK];
+        bool found[CHUNK];
+        size_t want = k - n < CHUNK ? k - n : CHUNK;
+        size_t m = nc - i < want ? nc - i : want;
+        for (size_t j = 0; j < m; j++) labels[j] = cand[i + j].label;
+        rc = vx_store_hits_by_labels(txn, labels, m, ids, versions, found);
+        for (size_t j = 0; rc == 0 && j < m; j++) {
+            if (!found[j]) continue;
+            out[n] = (vx_shard_hit){.id = ids[j], .version = versions[j],
+                                    .distance = cand[i + j].distance};
+            n++;
         }
-        out[n].distance = cand[i].distance;
-        n++;
+        i += m;
     }
     vx_store_rend(txn);
     free(cand);

@@ -152,6 +152,11 @@ bool vx_hitmap_get(const vx_hitmap *m, uint64_t label, uint64_t *version, const 
     return true;
 }
 
+void vx_hitmap_prefetch(const vx_hitmap *m, uint64_t label)
+{
+    if (m->cap) __builtin_prefetch(&m->slot[home(m, label)]);
+}
+
 size_t vx_hitmap_bytes(const vx_hitmap *m)
 {
     size_t b = m->cap * sizeof(vx_hitmap_slot);

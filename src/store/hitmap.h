@@ -57,6 +57,9 @@ void vx_hitmap_del(vx_hitmap *m, uint64_t label);
  * the lock is released); false when absent. */
 bool vx_hitmap_get(const vx_hitmap *m, uint64_t label, uint64_t *version, const uint8_t **id,
                    size_t *len);
+/* A hint that label will be looked up soon: its home slot is fetched into
+ * cache, so that several lookups' cache misses overlap. */
+void vx_hitmap_prefetch(const vx_hitmap *m, uint64_t label);
 /* Bytes held: table and long ids. */
 size_t vx_hitmap_bytes(const vx_hitmap *m);
 

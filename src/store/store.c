@@ -537,23 +537,43 @@ int vx_store_get_by_label(vx_store_txn *t, uint64_t label, vx_point_id *id, vx_r
     return rc;
 }
 
-int vx_store_hit_by_label(vx_store_txn *t, uint64_t label, vx_point_id *id, uint64_t *version)
+int vx_store_hits_by_labels(vx_store_txn *t, const uint64_t *labels, size_t n, vx_point_id *ids,
+                            uint64_t *versions, bool *found)
 {
     vx_store *st = t->st;
-    if (!t->write && atomic_load(&st->map_on)) { /* a write txn sees its own changes in LMDB */
-        const uint8_t *b;
-        size_t n;
-        pthread_rwlock_rdlock(&st->map_lock);
-        bool found = vx_hitmap_get(&st->map, label, version, &b, &n);
-        int bad = found ? vx_id_from_bytes(id, b, n) : 0;
-        pthread_rwlock_unlock(&st->map_lock);
-        if (!found) return VX_ENOTFOUND;
-        if (bad != 0)
-            return store_err(st, VX_ECORRUPT, "label %llu maps to a malformed id",
-                             (unsigned long long)label);
+    if (t->write || !atomic_load(&st->map_on)) { /* a write txn sees its own changes in LMDB */
+        for (size_t i = 0; i < n; i++) {
+            int rc = read_label(t, labels[i], &ids[i], &versions[i]);
+            if (rc != 0 && rc != VX_ENOTFOUND) return rc;
+            found[i] = rc == 0;
+        }
         return 0;
     }
-    return read_label(t, label, id, version);
+    uint64_t bad_label = 0;
+    bool bad = false;
+    pthread_rwlock_rdlock(&st->map_lock);
+    for (size_t i = 0; i < n; i++) vx_hitmap_prefetch(&st->map, labels[i]);
+    for (size_t i = 0; i < n && !bad; i++) {
+        const uint8_t *b;
+        size_t len;
+        found[i] = vx_hitmap_get(&st->map, labels[i], &versions[i], &b, &len);
+        if (found[i] && vx_id_from_bytes(&ids[i], b, len) != 0) {
+            bad = true;
+            bad_label = labels[i];
+        }
+    }
+    pthread_rwlock_unlock(&st->map_lock);
+    if (bad)
+        return store_err(st, VX_ECORRUPT, "label %llu maps to a malformed id",
+                         (unsigned long long)bad_label);
+    return 0;
+}
+
+int vx_store_hit_by_label(vx_store_txn *t, uint64_t label, vx_point_id *id, uint64_t *version)
+{
+    bool found;
+    int rc = vx_store_hits_by_labels(t, &label, 1, id, version, &found);
+    return rc != 0 ? rc : found ? 0 : VX_ENOTFOUND;
 }
 
 /* labels[label] = (version, id): written with every record, in its txn. */

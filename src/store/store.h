@@ -106,6 +106,10 @@ int vx_store_get_by_label(vx_store_txn *txn, uint64_t label, vx_point_id *id, vx
  * transactions and stores opened with no_hit_map from the labels table.
  * VX_ENOTFOUND / VX_ECORRUPT. */
 int vx_store_hit_by_label(vx_store_txn *txn, uint64_t label, vx_point_id *id, uint64_t *version);
+/* The same for n labels at once (one lock, their lookups overlapped):
+ * found[i] tells whether labels[i] is there; VX_ECORRUPT stops it. */
+int vx_store_hits_by_labels(vx_store_txn *txn, const uint64_t *labels, size_t n, vx_point_id *ids,
+                            uint64_t *versions, bool *found);
 /* Iterate points in key order from `start` (NULL = first): cb returns
  * non-zero to stop (and that value is returned). */
 typedef int (*vx_store_iter_cb)(void *ctx, const vx_point_id *id, const vx_record *rec);
