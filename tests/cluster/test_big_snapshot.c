@@ -70,11 +70,11 @@ static long rss_kb(const char *field)
 }
 
 /* Anonymous memory in KiB, measured two ways at every sample.  Linux reports
- * RssAnon; some kernels (gVisor, seen on CI) print the field as 0, and one CI
- * machine printed it non-zero at first and 0 later.  So glibc's heap (mallinfo2:
- * in-use chunks plus mmapped chunks) is sampled beside it, and the verdict uses
- * RssAnon only if no reading of it was 0; what this test guards against is the
- * receiver buffering the snapshot in memory, which the heap shows too. */
+ * RssAnon; some kernels (gVisor) print the field as 0.  So glibc's heap
+ * (mallinfo2: in-use chunks plus mmapped chunks) is sampled beside it, and the
+ * verdict uses RssAnon only if no reading of it was 0; what this test guards
+ * against is the receiver buffering the snapshot in memory, which the heap
+ * shows too. */
 enum { SRC_RSS, SRC_HEAP, NSRC };
 
 static long anon_kb(int src)
@@ -94,6 +94,7 @@ static struct {
     _Atomic int phase; /* 0 before, 1 receiving, 2 after */
     _Atomic long base_kb[NSRC], xfer_peak_kb[NSRC], after_peak_kb[NSRC];
     _Atomic bool rss_zero; /* some RssAnon reading was 0 (or missing) */
+    _Atomic bool received; /* the snapshot came through child_receive */
     _Atomic bool stop;
     char root[128];
     int out_fd;
@@ -129,6 +130,7 @@ static int child_receive(void *data, int fd, uint64_t min_index, char *errbuf)
 {
     /* samples at both ends as well: a small transfer may fit between two
      * samples of the sampler thread */
+    atomic_store(&C.received, true);
     for (int src = 0; src < NSRC; src++) atomic_store(&C.base_kb[src], sample(src));
     atomic_store(&C.phase, 1);
     note_peak(C.xfer_peak_kb);
@@ -152,10 +154,10 @@ static void child_tick(uv_timer_t *t)
     uint64_t digest, applied;
     if (vx_shard_digest(C.fsm.shard, &digest, &applied) != 0) return;
     int src = atomic_load(&C.rss_zero) || getenv("VX_TEST_HEAP_ONLY") != NULL ? SRC_HEAP : SRC_RSS;
-    dprintf(C.out_fd, "%" PRIu64 " %" PRIx64 " %" PRIu64 " %ld %ld %ld %ld %d\n", applied, digest,
-            vx_shard_count(C.fsm.shard), atomic_load(&C.base_kb[src]),
+    dprintf(C.out_fd, "%" PRIu64 " %" PRIx64 " %" PRIu64 " %ld %ld %ld %ld %d %d\n", applied,
+            digest, vx_shard_count(C.fsm.shard), atomic_load(&C.base_kb[src]),
             atomic_load(&C.xfer_peak_kb[src]), atomic_load(&C.after_peak_kb[src]),
-            rss_kb("VmHWM:"), src);
+            rss_kb("VmHWM:"), src, (int)atomic_load(&C.received));
     _exit(0);
 }
 
@@ -304,6 +306,17 @@ static void test_big_snapshot(void **state)
     fprintf(stderr, "leader: %d entries, %.0f MiB of vectors in %.1f s\n", P.acked,
             shard_bytes / 1048576.0, t_ingest);
 
+    /* The learner must join after the leader has compacted its log: taking
+     * the snapshot (a 1 GiB checkpoint) runs in the background, and on a
+     * slow or busy disk it may not have finished with the ingest; a learner
+     * added then is sent the whole log instead of the snapshot (that run
+     * measured nothing of the transfer, and it once failed CI that way). */
+    end = vx_test_now() + 600;
+    while (r->log.offset == 0 && vx_test_now() < end) uv_run(&P.loop, UV_RUN_ONCE);
+    assert_true(r->log.offset > 0);
+    fprintf(stderr, "leader: log compacted up to %llu after %.1f s\n",
+            (unsigned long long)r->log.offset, vx_test_now() - t0);
+
     /* the learner joins: snapshot + catch-up */
     t0 = vx_test_now();
     P.step = 1;
@@ -335,11 +348,11 @@ static void test_big_snapshot(void **state)
     assert_true(got > 0);
     uint64_t c_applied, c_digest, c_count;
     long base_kb, xfer_kb, after_kb, hwm_kb;
-    int source;
-    assert_int_equal(sscanf(line, "%" SCNu64 " %" SCNx64 " %" SCNu64 " %ld %ld %ld %ld %d",
+    int source, received;
+    assert_int_equal(sscanf(line, "%" SCNu64 " %" SCNx64 " %" SCNu64 " %ld %ld %ld %ld %d %d",
                             &c_applied, &c_digest, &c_count, &base_kb, &xfer_kb, &after_kb,
-                            &hwm_kb, &source),
-                     8);
+                            &hwm_kb, &source, &received),
+                     9);
     fprintf(stderr,
             "learner: caught up in %.1f s; applied %" PRIu64 ", %" PRIu64
             " points; anonymous memory (%s): %ld MiB before the transfer, +%ld MiB at most while "
@@ -347,6 +360,7 @@ static void test_big_snapshot(void **state)
             vx_test_now() - t0, c_applied, c_count,
             source == SRC_RSS ? "RssAnon" : "malloc heap; RssAnon read 0 here", base_kb / 1024, (xfer_kb - base_kb) / 1024,
             shard_bytes / 1048576.0, after_kb / 1024, hwm_kb / 1024);
+    if (!received) fail_msg("the learner caught up without receiving a snapshot");
     assert_true(c_applied == applied);
     assert_true(c_digest == digest);
     assert_true(c_count == vx_shard_count(fsm.shard));
