@@ -1530,10 +1530,13 @@ static int run_search(ctx *c, acol *col, search_req *s, scored **out, size_t *n)
         *n = 0;
         return 0;
     }
-    vx_shard_hit *hits = malloc((size_t)k * ns * sizeof(vx_shard_hit));
-    scored *all = malloc((size_t)k * ns * sizeof(scored) + sizeof(scored));
+    /* the shards' hits: on the stack for the usual small k */
+    vx_shard_hit small[16];
+    size_t nh = (size_t)k * ns;
+    vx_shard_hit *hits = nh <= 16 ? small : malloc(nh * sizeof(vx_shard_hit));
+    scored *all = malloc(nh * sizeof(scored) + sizeof(scored));
     if (hits == NULL || all == NULL) {
-        free(hits);
+        if (hits != small) free(hits);
         free(all);
         return fail_rc(c, VX_ENOMEM, "search");
     }
@@ -1555,7 +1558,7 @@ static int run_search(ctx *c, acol *col, search_req *s, scored **out, size_t *n)
             all[m++] = (scored){*h, score_of(cfg->metric, h->distance), NULL};
         }
     }
-    free(hits);
+    if (hits != small) free(hits);
     if (rc != 0 && !(s->allow_partial && m > 0 && rc != VX_EINVAL && rc != VX_EDIM)) {
         free(all);
         char what[320];

@@ -53,7 +53,6 @@ void jb_raw(jbuf *b, const char *s, size_t n)
     b->len += n;
 }
 
-void jb_lit(jbuf *b, const char *s) { jb_raw(b, s, strlen(s)); }
 
 void jb_ch(jbuf *b, char c)
 {

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct jbuf {
     char *p;
@@ -26,7 +27,8 @@ char *jb_take(jbuf *b, size_t *len);
 static inline bool jb_ok(const jbuf *b) { return !b->failed; }
 
 void jb_raw(jbuf *b, const char *s, size_t n);
-void jb_lit(jbuf *b, const char *s); /* NUL-terminated, unescaped */
+/* NUL-terminated, unescaped; inline, so a literal's length is a constant */
+static inline void jb_lit(jbuf *b, const char *s) { jb_raw(b, s, strlen(s)); }
 void jb_ch(jbuf *b, char c);
 /* A JSON string literal of s (escaped; invalid UTF-8 becomes U+FFFD). */
 void jb_str(jbuf *b, const char *s, size_t n);
