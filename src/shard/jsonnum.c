@@ -53,8 +53,21 @@ static bool attach(cJSON *j, const char **p, const char *end)
     return true;
 }
 
+/* Whether j (or a sibling or a node below) is a number of 10^15 or more:
+ * the only kind a literal of 16 or more plain digits (no leading zeros in
+ * JSON) can have parsed to. */
+static bool has_big(const cJSON *j)
+{
+    for (; j != NULL; j = j->next) {
+        if (cJSON_IsNumber(j) && fabs(j->valuedouble) >= 1e15) return true;
+        if (j->child && has_big(j->child)) return true;
+    }
+    return false;
+}
+
 void vx_json_attach_literals(cJSON *j, const char *text, size_t len)
 {
+    if (!has_big(j)) return; /* no literal to attach: skip the scan of the text */
     const char *p = text;
     attach(j, &p, text + len);
 }

@@ -4,6 +4,7 @@
 #include "store/hitmap.h"
 
 #include "base/err.h"
+#include "base/hugemem.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,9 @@ static size_t cap_for(size_t n)
 
 static int alloc_slots(vx_hitmap *m, size_t cap)
 {
-    m->slot = malloc(cap * sizeof(vx_hitmap_slot));
+    /* every search resolves its hits at random slots: huge pages once the
+     * table is 2 MiB (52,429 points or more) */
+    m->slot = vx_huge_alloc(cap * sizeof(vx_hitmap_slot));
     if (m->slot == NULL) return VX_ENOMEM;
     for (size_t i = 0; i < cap; i++) m->slot[i].label = EMPTY;
     m->cap = cap;
@@ -48,7 +51,7 @@ static uint8_t *long_id(const vx_hitmap_slot *s)
 
 void vx_hitmap_free_shallow(vx_hitmap *m)
 {
-    free(m->slot);
+    vx_huge_free(m->slot, m->cap * sizeof(vx_hitmap_slot));
     memset(m, 0, sizeof(*m));
 }
 
