@@ -60,8 +60,6 @@ static const field fields[] = {
      "deepest JSON nesting accepted in a request"},
     {"http_threads", F_UINT, OFF(http_threads), 0, 1, 1024, "16", "N", NULL,
      "HTTP concurrency: at most 64 x N open connections, one thread each"},
-    {"http_sched", F_ENUM, OFF(http_sched), SZ(http_sched), 0, 0, "batch", "POLICY", "batch|normal",
-     "connection threads' scheduling: batch ones do not preempt each other on wakeup"},
     {"conn_timeout_s", F_UINT, OFF(conn_timeout_s), 0, 1, 86400, "30", "SECONDS", NULL,
      "close idle or slow connections after this long"},
     {"slow_query_ms", F_UINT, OFF(slow_query_ms), 0, 0, 3600000, "500", "MS", NULL,

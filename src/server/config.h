@@ -68,12 +68,6 @@ typedef struct vx_config {
     /* HTTP concurrency, 1..1024: at most 64 x N connections are open at once,
      * each served by its own thread.  Default 16. */
     unsigned http_threads;
-    /* Scheduling of the connection threads: "batch" (SCHED_BATCH: a woken
-     * connection thread does not preempt a running one, so searches are
-     * not cut short by each other's wakeups; Raft and storage threads keep
-     * normal scheduling and still preempt them) or "normal".
-     * Default "batch". */
-    char http_sched[8];
     /* Idle or slow connections are closed after this many seconds,
      * 1..86400.  Default 30. */
     unsigned conn_timeout_s;

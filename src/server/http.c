@@ -4,13 +4,7 @@
  * One thread per connection (MHD_USE_THREAD_PER_CONNECTION): handlers block
  * on Raft commits, and a connection's thread is the natural place to wait.
  * Threads wait with poll(2), not select(2): no FD_SETSIZE ceiling on the
- * descriptors of a busy server.  They run SCHED_BATCH unless told otherwise
- * (http_sched): a thread woken by its client's next request then waits for
- * the running search's time slice to end instead of preempting it, which
- * on a loaded machine saves a context switch and an inter-processor
- * interrupt per request (measured: about 0.04 of the HTTP/in-process
- * search ratio on 2 cores); the Raft, storage and index threads keep normal
- * scheduling, so they still preempt the connection threads at once.
+ * descriptors of a busy server.
  * Bodies are refused with 413 before they are buffered when Content-Length
  * says they are too large (the response is queued on the first call, before
  * MHD reads the upload); chunked bodies are cut off at the limit.  Idle and
@@ -29,7 +23,6 @@
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +37,6 @@ struct vx_http {
     vx_metrics *metrics;
     size_t max_body;
     unsigned slow_ms;
-    bool normal_sched;
 };
 
 typedef struct reqstate {
@@ -259,14 +251,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         st->len += n;
         return MHD_YES;
     }
-    static __thread bool sched_set;
-    if (!sched_set) { /* this connection's thread, at its first request */
-        sched_set = true;
-        if (!h->normal_sched) {
-            struct sched_param sp = {0};
-            (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
-        }
-    }
     char rid[17];
     vx_log_request_id(rid);
     vx_api_response res = {0};
@@ -326,7 +310,6 @@ int vx_http_start(const vx_http_options *opt, vx_api *api, vx_metrics *metrics, 
     h->metrics = metrics;
     h->max_body = opt->max_body_bytes;
     h->slow_ms = opt->slow_query_ms;
-    h->normal_sched = opt->normal_sched;
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;

@@ -21,7 +21,6 @@ typedef struct vx_http_options {
     unsigned conn_timeout_s;  /* idle or slow connections are closed */
     unsigned max_connections;
     unsigned slow_query_ms;
-    bool normal_sched; /* connection threads: SCHED_OTHER, not SCHED_BATCH */
 } vx_http_options;
 
 int vx_http_start(const vx_http_options *opt, vx_api *api, struct vx_metrics *metrics,

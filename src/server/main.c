@@ -157,7 +157,6 @@ static int serve(int argc, char **argv)
                               .max_body_bytes = cfg.max_body_bytes,
                               .conn_timeout_s = cfg.conn_timeout_s,
                               .max_connections = cfg.http_threads * 64,
-                              .normal_sched = strcmp(cfg.http_sched, "normal") == 0,
                               .slow_query_ms = cfg.slow_query_ms ? cfg.slow_query_ms : UINT32_MAX};
         char herr[VX_HTTP_ERRMSG_LEN];
         rc = vx_http_start(&ho, api, metrics, &http, herr);

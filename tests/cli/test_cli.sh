@@ -178,24 +178,6 @@ URL=http://127.0.0.1:1
 start_server
 echo "test_cli.sh: server at $URL, data in $TMP"
 
-# ---- the server's connection threads run SCHED_BATCH (http_sched's default) ----------
-
-# A connection kept open after one request: its thread is there to inspect.
-exec 3<>"/dev/tcp/127.0.0.1/${URL##*:}"
-printf 'GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n' >&3
-read -r -t 10 STATUS_LINE <&3 || fail "no answer to GET /healthz on a raw connection"
-[[ $STATUS_LINE == "HTTP/1.1 200"* ]] || fail "GET /healthz: $STATUS_LINE"
-BATCH=0
-OTHER=0
-for t in /proc/"$SERVER_PID"/task/*; do
-  [ "$(cat "$t/comm" 2>/dev/null)" = MHD-connection ] || continue
-  # field 41 of stat is the policy (3: SCHED_BATCH); after "comm) " it is the 39th
-  policy=$(sed 's/.*) //' "$t/stat" 2>/dev/null | awk '{print $39}')
-  if [ "$policy" = 3 ]; then BATCH=$((BATCH + 1)); else OTHER=$((OTHER + 1)); fi
-done
-exec 3>&-
-[ "$BATCH" -ge 1 ] || fail "no connection thread runs SCHED_BATCH ($OTHER others)"
-
 # ---- help and usage --------------------------------------------------------------------
 
 ok help

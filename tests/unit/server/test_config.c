@@ -36,7 +36,6 @@ static const struct {
     {"max_limit", "--max-limit", "VECTRON_MAX_LIMIT", "10000"},
     {"max_json_depth", "--max-json-depth", "VECTRON_MAX_JSON_DEPTH", "64"},
     {"http_threads", "--http-threads", "VECTRON_HTTP_THREADS", "16"},
-    {"http_sched", "--http-sched", "VECTRON_HTTP_SCHED", "batch"},
     {"conn_timeout_s", "--conn-timeout-s", "VECTRON_CONN_TIMEOUT_S", "30"},
     {"slow_query_ms", "--slow-query-ms", "VECTRON_SLOW_QUERY_MS", "500"},
     {"log_level", "--log-level", "VECTRON_LOG_LEVEL", "info"},
@@ -111,7 +110,6 @@ static void assert_config_equal(const vx_config *a, const vx_config *b)
     assert_int_equal(a->max_limit, b->max_limit);
     assert_int_equal(a->max_json_depth, b->max_json_depth);
     assert_int_equal(a->http_threads, b->http_threads);
-    assert_string_equal(a->http_sched, b->http_sched);
     assert_int_equal(a->conn_timeout_s, b->conn_timeout_s);
     assert_int_equal(a->slow_query_ms, b->slow_query_ms);
     assert_string_equal(a->log_level, b->log_level);
