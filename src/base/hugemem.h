@@ -12,8 +12,9 @@
  * pages, so no memory goes to rounding.  The memory is zero and, as with
  * calloc's large blocks, a page takes memory only once touched (a huge page
  * then takes 2 MiB at once: callers keep small tables in small pages).
- * Blocks under 2 MiB come from calloc.  Free with vx_huge_free and the same
- * size.
+ * Blocks under 2 MiB come from calloc, and so does every block in
+ * sanitizer builds (LeakSanitizer does not scan anonymous mappings).  Free
+ * with vx_huge_free and the same size.
  *
  * Not used for the index's record chunks yet: a prototype that put whole
  * chunks in huge pages (rounding each up to 2 MiB, up to half a chunk
@@ -32,5 +33,8 @@
  * ignore (THP off, none free), never a failure. */
 void *vx_huge_alloc(size_t bytes);
 void vx_huge_free(void *p, size_t bytes);
+/* Whether blocks of 2 MiB or more are mapped (aligned, huge pages asked
+ * for); false in sanitizer builds. */
+int vx_huge_mapped(void);
 
 #endif

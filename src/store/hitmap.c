@@ -6,10 +6,14 @@
 #include "base/err.h"
 #include "base/hugemem.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define EMPTY UINT64_MAX
+
+/* a long id's pointer in b must be 8-byte aligned (see hitmap.h) */
+_Static_assert(offsetof(vx_hitmap_slot, b) % 8 == 0, "hitmap slot: b must be 8-byte aligned");
 #define LONG_ID 255
 
 static size_t home(const vx_hitmap *m, uint64_t label)

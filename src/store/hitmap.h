@@ -30,8 +30,11 @@
 typedef struct vx_hitmap_slot {
     uint64_t label; /* UINT64_MAX: empty */
     uint64_t version;
-    uint8_t len; /* id bytes in b; 255: b holds a pointer to (u16 len, bytes) */
+    /* id bytes, or (len 255) a pointer to (u16 len, bytes): b sits at an
+     * 8-byte offset so that the pointer is aligned, where leak checkers
+     * (LSan) look for pointers */
     uint8_t b[VX_HITMAP_INLINE];
+    uint8_t len;
 } vx_hitmap_slot;
 
 typedef struct vx_hitmap {
