@@ -77,8 +77,18 @@ for f in build-fuzz/fuzz_*; do
   work=$(mktemp -d)
   cp -r "$corpus"/. "$work"/ 2>/dev/null || true
   echo "fuzzing $name for ${secs}s"
-  "$f" -max_total_time="$secs" -print_final_stats=1 "$work" 2>&1 | tail -n 3
-  rm -rf "$work"
+  # a finding's input goes to build-fuzz/artifacts/, and its report is
+  # printed in full (the last lines alone are the fuzzer's statistics)
+  mkdir -p "$ROOT/build-fuzz/artifacts"
+  if ! "$f" -max_total_time="$secs" -print_final_stats=1 \
+      -artifact_prefix="$ROOT/build-fuzz/artifacts/" "$work" >"$work.log" 2>&1; then
+    grep -v '^#[0-9]' "$work.log" | tail -n 80
+    echo "$name found a crash, a leak or a sanitizer report; its input is in build-fuzz/artifacts/" >&2
+    rm -rf "$work" "$work.log"
+    exit 1
+  fi
+  tail -n 3 "$work.log"
+  rm -rf "$work" "$work.log"
 done
 
 section "all test stages passed"
