@@ -9,12 +9,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static size_t page_round(size_t n)
-{
-    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-    return (n + pg - 1) & ~(pg - 1);
-}
-
 /* Sanitizer builds take every block from calloc: LeakSanitizer does not
  * scan anonymous mappings for pointers, so heap blocks referenced only from
  * one (the label map's long ids) would be reported as leaks. */
@@ -26,11 +20,23 @@ static size_t page_round(size_t n)
 #endif
 #endif
 
+#ifdef VX_HUGE_SMALL_ONLY
+void *vx_huge_alloc(size_t bytes) { return calloc(1, bytes ? bytes : 1); }
+void vx_huge_free(void *p, size_t bytes)
+{
+    (void)bytes;
+    free(p);
+}
+int vx_huge_mapped(void) { return 0; }
+#else
+static size_t page_round(size_t n)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    return (n + pg - 1) & ~(pg - 1);
+}
+
 void *vx_huge_alloc(size_t bytes)
 {
-#ifdef VX_HUGE_SMALL_ONLY
-    return calloc(1, bytes ? bytes : 1);
-#endif
     if (bytes < VX_HUGE_PAGE) return calloc(1, bytes ? bytes : 1);
     size_t len = page_round(bytes), span = len + VX_HUGE_PAGE;
     uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -42,22 +48,12 @@ void *vx_huge_alloc(size_t bytes)
     return p;
 }
 
-int vx_huge_mapped(void)
-{
-#ifdef VX_HUGE_SMALL_ONLY
-    return 0;
-#else
-    return 1;
-#endif
-}
-
 void vx_huge_free(void *p, size_t bytes)
 {
     if (p == NULL) return;
-#ifdef VX_HUGE_SMALL_ONLY
-    free(p);
-    return;
-#endif
     if (bytes < VX_HUGE_PAGE) free(p);
     else munmap(p, page_round(bytes));
 }
+
+int vx_huge_mapped(void) { return 1; }
+#endif
