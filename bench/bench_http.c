@@ -8,7 +8,9 @@
  *      (Gaussian), over --writers parallel connections, and the time from
  *      the last acknowledgement until every point is in the index (the
  *      collection's status turns green);
- *   2. search at a fixed ef over --conns parallel keep-alive connections
+ *   2. search at fixed beams (--ef; by default the server's default beam,
+ *      the collection's ef_construct = 100 with hnsw_ef left out of the
+ *      requests, then ef 64) over --conns parallel keep-alive connections
  *      (driven by one epoll thread, as wrk drives them): queries/s,
  *      p50/p99/p99.9 latency and recall@10 on the SIFT queries; and, in the
  *      same run, the in-process index built with the same parameters,
@@ -51,13 +53,17 @@
 
 typedef struct opts {
     const char *server, *url, *base, *query, *gt;
-    unsigned conns, writers, ef, k;
+    unsigned conns, writers, k;
+    unsigned efs[8], nef; /* search beams to measure; 0: the server's default */
     const char *only; /* "ingest", "search" or NULL: both */
     size_t n128, n768;
     int port;
 } opts;
 
 static char g_url[64];
+
+/* The collections' ef_construct, which is also the server's default beam. */
+#define BENCH_EF_CONSTRUCT 100
 
 /* ---- JSON bodies ------------------------------------------------------------------ */
 
@@ -231,8 +237,8 @@ static void run_ingest(const opts *o, const float *data, size_t dim, size_t n, s
     request(&c, "DELETE", path, NULL, 0, 200, NULL);
     snprintf(body, sizeof body,
              "{\"vectors\":{\"size\":%zu,\"distance\":\"Euclid\"},\"hnsw_config\":{\"m\":16,"
-             "\"ef_construct\":100}}",
-             dim);
+             "\"ef_construct\":%d}}",
+             dim, BENCH_EF_CONSTRUCT);
     if (request(&c, "PUT", path, body, strlen(body), 200, NULL) != 0) bench_fail("create");
     size_t nb = (n + batch - 1) / batch;
     ingest_job j = {.coll = coll, .data = data, .dim = dim, .n = n, .batch = batch,
@@ -507,11 +513,12 @@ static double median(double *v, size_t n)
  * The CPU each side spent per query (the server process's, read from /proc;
  * the in-process searchers') shows what the server path costs apart from
  * the client, which on a small machine shares the server's cores. */
-static void run_search(const opts *o, pid_t server, const float *base, size_t nbase,
-                       const float *q, size_t nq, size_t dim, const int32_t *gt, size_t gt_k)
+static void search_at(const opts *o, pid_t server, vx_index *idx, unsigned ef, bool send_ef,
+                      size_t nbase, const float *q, size_t nq, size_t dim, const int32_t *gt,
+                      size_t gt_k)
 {
     size_t k = o->k;
-    search_job j = {.coll = "sift", .q = q, .dim = dim, .nq = nq, .k = k, .ef = o->ef,
+    search_job j = {.coll = "sift", .q = q, .dim = dim, .nq = nq, .k = k, .ef = ef,
                     .lat_ms = calloc(nq, sizeof(double)), .ids = calloc(nq * k, sizeof(uint64_t))};
     j.off = malloc((nq + 1) * sizeof(size_t));
     double *lat_all = malloc(nq * SEARCH_ROUNDS * sizeof(double));
@@ -525,7 +532,8 @@ static void run_search(const opts *o, pid_t server, const float *base, size_t nb
         one.len = 0;
         sb_printf(&one, "{\"vector\":");
         sb_vector(&one, q + i * dim, dim);
-        sb_printf(&one, ",\"limit\":%zu,\"params\":{\"hnsw_ef\":%u}}", k, o->ef);
+        if (send_ef) sb_printf(&one, ",\"limit\":%zu,\"params\":{\"hnsw_ef\":%u}}", k, ef);
+        else sb_printf(&one, ",\"limit\":%zu}", k); /* the server's default beam */
         j.off[i] = j.bodies.len;
         sb_printf(&j.bodies,
                   "POST %s/collections/%s/points/search HTTP/1.1\r\nHost: %s\r\n"
@@ -537,16 +545,7 @@ static void run_search(const opts *o, pid_t server, const float *base, size_t nb
     pthread_t th[256];
     unsigned cn = o->conns < 256 ? o->conns : 256;
 
-    /* the in-process engine, same parameters, built by as many threads */
-    vx_index_config cfg;
-    vx_index_config_default(&cfg, (uint32_t)dim, VX_METRIC_L2);
-    cfg.m = 16;
-    cfg.ef_construction = 100;
-    vx_index *idx;
-    char err[VX_ERRMSG_LEN];
-    if (vx_index_new(&cfg, &idx, err) != 0) bench_fail("index: %s", err);
-    add_parallel(idx, base, nbase, dim, cn);
-    local_job l = {.idx = idx, .q = q, .dim = dim, .nq = nq, .k = k, .ef = o->ef,
+    local_job l = {.idx = idx, .q = q, .dim = dim, .nq = nq, .k = k, .ef = ef,
                    .ids = calloc(nq * k, sizeof(uint64_t))};
 
     double http_qps[SEARCH_ROUNDS], local_qps[SEARCH_ROUNDS], ratio[SEARCH_ROUNDS];
@@ -581,10 +580,11 @@ static void run_search(const opts *o, pid_t server, const float *base, size_t nb
     double srv_cpu = server > 0 ? median(srv_us, SEARCH_ROUNDS) : NAN;
     double loc_cpu = median(loc_us, SEARCH_ROUNDS);
     printf("{\"bench\":\"http_search\",\"points\":%zu,\"queries\":%zu,\"rounds\":%d,\"ef\":%u,"
-           "\"conns\":%u,\"qps\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,"
+           "\"ef_from\":\"%s\",\"conns\":%u,\"qps\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,"
            "\"recall\":%.4f,\"inprocess_qps\":%.0f,\"inprocess_recall\":%.4f,\"ratio\":%.3f,"
            "\"server_cpu_us_per_query\":",
-           nbase, nq, SEARCH_ROUNDS, o->ef, cn, median(http_qps, SEARCH_ROUNDS),
+           nbase, nq, SEARCH_ROUNDS, ef, send_ef ? "request" : "server_default", cn,
+           median(http_qps, SEARCH_ROUNDS),
            bench_percentile_sorted(lat_all, nlat, 0.50),
            bench_percentile_sorted(lat_all, nlat, 0.99),
            bench_percentile_sorted(lat_all, nlat, 0.999), r, median(local_qps, SEARCH_ROUNDS),
@@ -597,7 +597,6 @@ static void run_search(const opts *o, pid_t server, const float *base, size_t nb
     printf("}\n");
     fflush(stdout);
     free(l.ids);
-    vx_index_free(idx);
     free(lat_all);
     free(j.lat_ms);
     free(j.ids);
@@ -605,10 +604,32 @@ static void run_search(const opts *o, pid_t server, const float *base, size_t nb
     free(j.bodies.p);
 }
 
+/* The in-process engine, with the collection's parameters (run_ingest),
+ * built by as many threads as there are connections, then the search at
+ * each ef of --ef: 0 there is the server's default beam (the collection's
+ * ef_construct, which the requests then leave out, as most clients do). */
+static void run_search(const opts *o, pid_t server, const float *base, size_t nbase,
+                       const float *q, size_t nq, size_t dim, const int32_t *gt, size_t gt_k)
+{
+    vx_index_config cfg;
+    vx_index_config_default(&cfg, (uint32_t)dim, VX_METRIC_L2);
+    cfg.m = 16;
+    cfg.ef_construction = BENCH_EF_CONSTRUCT;
+    vx_index *idx;
+    char err[VX_ERRMSG_LEN];
+    if (vx_index_new(&cfg, &idx, err) != 0) bench_fail("index: %s", err);
+    add_parallel(idx, base, nbase, dim, o->conns < 256 ? o->conns : 256);
+    for (unsigned e = 0; e < o->nef; e++) {
+        unsigned ef = o->efs[e] ? o->efs[e] : BENCH_EF_CONSTRUCT;
+        search_at(o, server, idx, ef, o->efs[e] != 0, nbase, q, nq, dim, gt, gt_k);
+    }
+    vx_index_free(idx);
+}
+
 static void usage(FILE *out)
 {
     fputs("usage: vectron-bench http --server PATH/TO/vectron --base B.fvecs --query Q.fvecs\n"
-          "                          --gt G.ivecs [--ef 64] [--conns 8] [--writers 4]\n"
+          "                          --gt G.ivecs [--ef default,64] [--conns 8] [--writers 4]\n"
           "                          [--n768 20000] [--port 16500] [--only ingest|search]\n"
           "       --url URL instead of --server: measure a running server or gateway\n"
           "       (e.g. scripts/cluster.sh up); its collections are replaced\n",
@@ -617,7 +638,8 @@ static void usage(FILE *out)
 
 int bench_http_main(int argc, char **argv)
 {
-    opts o = {.conns = 8, .writers = 4, .ef = 64, .k = 10, .n768 = 20000, .port = 16500};
+    opts o = {.conns = 8, .writers = 4, .efs = {0, 64}, .nef = 2, .k = 10, .n768 = 20000,
+              .port = 16500};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0) {
@@ -631,7 +653,15 @@ int bench_http_main(int argc, char **argv)
         else if (strcmp(a, "--base") == 0) o.base = v;
         else if (strcmp(a, "--query") == 0) o.query = v;
         else if (strcmp(a, "--gt") == 0) o.gt = v;
-        else if (strcmp(a, "--ef") == 0) o.ef = (unsigned)atoi(v);
+        else if (strcmp(a, "--ef") == 0) {
+            o.nef = 0;
+            for (const char *p = v; *p && o.nef < 8; p += strcspn(p, ","), p += *p == ',') {
+                if (strncmp(p, "default", 7) == 0) o.efs[o.nef++] = 0;
+                else if (atoi(p) > 0) o.efs[o.nef++] = (unsigned)atoi(p);
+                else return bench_usage_error("--ef: %s is not a list of beams", v);
+            }
+            if (o.nef == 0) return bench_usage_error("--ef: %s is not a list of beams", v);
+        }
         else if (strcmp(a, "--conns") == 0) o.conns = (unsigned)atoi(v);
         else if (strcmp(a, "--writers") == 0) o.writers = (unsigned)atoi(v);
         else if (strcmp(a, "--n768") == 0) o.n768 = (size_t)atol(v);

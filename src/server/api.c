@@ -1741,6 +1741,10 @@ static int search_common(ctx *c, const char *name, bool query, bool v1)
         rc = parse_selector(c, field(c, "with_payload"), false, &s.ps, "with_payload");
         s.with_vector = cJSON_IsTrue(field(c, "with_vector"));
     }
+    /* Without params.hnsw_ef the beam is the collection's ef_construct, as in
+     * Qdrant (raised to limit + offset when smaller): a client that leaves it
+     * out gets the accuracy it would get there. */
+    if (s.params.ef == 0) s.params.ef = cfg->hnsw_ef_construct;
     scored *all = NULL;
     size_t m = 0;
     if (rc == 0) rc = run_search(c, col, &s, &all, &m);

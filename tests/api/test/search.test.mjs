@@ -5,7 +5,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  http, okResult, newClient, CollectionTracker, makeRng,
+  http, okResult, newClient, CollectionTracker, makeRng, pollUntil,
 } from '../lib/common.mjs';
 import {
   bruteForce, assertRanking, assertClose, recall, normalize, METRICS, thresholdSplit,
@@ -267,6 +267,35 @@ describe('approximate search on a larger collection', { timeout: 240000 }, () =>
       total += recall(res.map((r) => r.id), ranked, 10);
     }
     assert.ok(total / nq >= 0.9, `mean recall@10 ${total / nq} < 0.9`);
+  });
+
+  // Qdrant searches with ef = the collection's ef_construct when the request
+  // names none; so does vectron (it was max(limit, 64)).  A small graph and
+  // beam make the beams' answers differ, so the equalities below tell them
+  // apart; the default follows an update of ef_construct.
+  it('without params.hnsw_ef the beam is the collection\'s ef_construct, and follows its update', async () => {
+    const rng = makeRng('default_ef');
+    const dim = 24;
+    const c = await cols.create('s_default_ef', { vectors: { size: dim, distance: 'Cosine' }, hnsw_config: { m: 4, ef_construct: 16 } });
+    const pts = Array.from({ length: 2000 }, (_, i) => ({ id: i, vector: rng.vec(dim) }));
+    for (let i = 0; i < pts.length; i += 500) await client.upsert(c, { wait: true, points: pts.slice(i, i + 500) });
+    // every point in the graph: the unindexed tail is scanned exactly, and it
+    // shrinks between two searches
+    await pollUntil(async () => ((await client.getCollection(c)).status === 'green' ? true : null),
+      { timeoutMs: 60000, what: 'status green' });
+    const queries = Array.from({ length: 25 }, () => rng.vec(dim));
+    const ids = async (q, params) => (await client.search(c, { vector: q, limit: 10, params, with_payload: false })).map((r) => String(r.id));
+    let differ = 0;
+    for (const [qi, q] of queries.entries()) {
+      const def = await ids(q, undefined);
+      assert.deepEqual(def, await ids(q, { hnsw_ef: 16 }), `q${qi}: the default beam is ef_construct (16)`);
+      if (JSON.stringify(def) !== JSON.stringify(await ids(q, { hnsw_ef: 64 }))) differ++;
+    }
+    assert.ok(differ > 0, 'hnsw_ef 16 and 64 answered alike for every query: the test cannot tell the beams apart');
+    await client.updateCollection(c, { hnsw_config: { ef_construct: 64 } });
+    for (const [qi, q] of queries.entries()) {
+      assert.deepEqual(await ids(q, undefined), await ids(q, { hnsw_ef: 64 }), `q${qi}: after the update the default beam is 64`);
+    }
   });
 });
 
