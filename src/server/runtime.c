@@ -378,7 +378,7 @@ static int collection_open(vx_runtime *rt, const char *name, const vx_collection
         rt_shard *s = &c->shards[i];
         s->gid = gids[i];
         snprintf(s->dir, sizeof s->dir, "%s/shards/%" PRIu64, rt->dir, s->gid);
-        vx_shard_config sc = {.max_backlog = rt->max_backlog};
+        vx_shard_config sc = {.max_backlog = rt->max_backlog, .background_recovery = true};
         vx_collection_index_config(cfg, &sc.index);
         vx_shard *sh;
         char err[VX_SHARD_ERRMSG_LEN];

@@ -167,7 +167,7 @@ typedef struct reindex_ctx {
     uint64_t after;
     float *vec;
     int rc;
-    uint64_t added;
+    uint64_t added, queued;
 } reindex_ctx;
 
 static int reindex_cb(void *ctx, const vx_point_id *id, const vx_record *rec)
@@ -175,7 +175,22 @@ static int reindex_cb(void *ctx, const vx_point_id *id, const vx_record *rec)
     reindex_ctx *c = ctx;
     if (rec->version <= c->after) return 0;
     if (rec->dim != c->sh->dim) return VX_EDIM;
-    memcpy(c->vec, rec->vector, (size_t)rec->dim * 4);
+    size_t bytes = (size_t)rec->dim * sizeof(float);
+    if (c->sh->cfg.background_recovery && c->sh->q_bytes + bytes <= c->sh->cfg.max_backlog_bytes) {
+        /* for the background indexer: every change up to the checkpoint is in
+         * the index, so the queued ones count as the entry after it */
+        index_op op = {.raft_index = c->after + 1, .label = rec->label, .op = OP_ADD,
+                       .vec = malloc(bytes)};
+        if (op.vec != NULL) {
+            memcpy(op.vec, rec->vector, bytes);
+            if (queue_push(c->sh, op) == 0) {
+                c->queued++;
+                return 0;
+            }
+            free(op.vec);
+        }
+    }
+    memcpy(c->vec, rec->vector, bytes);
     char err[VX_ERRMSG_LEN];
     int rc = vx_index_add(c->sh->index, rec->label, c->vec, err);
     if (rc != 0) return rc;
@@ -250,11 +265,15 @@ static int recover_index(vx_shard *sh, uint64_t applied, char *errbuf)
     if (rc != 0)
         return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, rc, "re-indexing from the store: %s",
                        rc == VX_EDIM ? "a record has another dimension" : vx_strerror(rc));
-    if (rc_ctx.added || sc.n)
+    char queued[64] = "";
+    if (rc_ctx.queued)
+        snprintf(queued, sizeof queued, "; %" PRIu64 " queued for the background indexer",
+                 rc_ctx.queued);
+    if (rc_ctx.added || rc_ctx.queued || sc.n)
         fprintf(stderr,
                 "shard %s: index recovered from checkpoint %" PRIu64 ": %" PRIu64
-                " re-indexed, %zu removed\n",
-                sh->dir, covered, rc_ctx.added, sc.n);
+                " re-indexed, %zu removed%s\n",
+                sh->dir, covered, rc_ctx.added, sc.n, queued);
     return 0;
 }
 
@@ -320,10 +339,15 @@ int vx_shard_open(const char *dir, const vx_shard_config *cfg, vx_workpool *pool
     }
     if (rc == 0) rc = recover_index(sh, sh->applied, errbuf);
     if (rc != 0) goto fail;
-    sh->indexed_upto = sh->applied;
+    pthread_mutex_lock(&sh->q_mu);
+    update_indexed(sh); /* the checkpoint's index while recovered records are queued */
+    schedule_drain(sh);
+    pthread_mutex_unlock(&sh->q_mu);
     *out = sh;
     return 0;
 fail:
+    for (size_t i = 0; i < sh->q_len; i++) free(sh->q[(sh->q_head + i) % sh->q_cap].vec);
+    free(sh->q);
     vx_pidx_set_free(&sh->pidx);
     vx_index_free(sh->index);
     vx_store_close(sh->store);
@@ -1189,6 +1213,17 @@ int vx_shard_install(vx_shard **shp, char *errbuf)
         return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_ESTATE, "no complete transfer in %s", inc);
     vx_shard_config cfg = sh->cfg;
     vx_workpool *pool = sh->pool;
+    /* The data is being replaced: its queued index work is moot, and close()
+     * would wait for all of it (on the loop).  The head stays: a drain may
+     * be inserting it right now. */
+    pthread_mutex_lock(&sh->q_mu);
+    for (size_t i = 1; i < sh->q_len; i++) {
+        index_op *op = &sh->q[(sh->q_head + i) % sh->q_cap];
+        if (op->op == OP_ADD) sh->q_bytes -= (size_t)sh->dim * sizeof(float);
+        free(op->vec);
+    }
+    if (sh->q_len > 1) sh->q_len = 1;
+    pthread_mutex_unlock(&sh->q_mu);
     vx_shard_close(sh);
     *shp = NULL;
     vx_rm_rf(old);

@@ -49,6 +49,14 @@ typedef struct vx_shard_config {
     uint32_t max_backlog;  /* queued index changes above which backlog_full() (default 20000) */
     size_t max_backlog_bytes; /* ... or queued vector bytes (default 256 MiB): memory stays
                                  bounded whatever the dimension */
+    /* Open (and snapshot install) queue the records written after the index
+     * checkpoint for the background indexer instead of indexing them before
+     * vx_shard_open returns, as far as max_backlog_bytes allows (the rest is
+     * indexed in place).  Searches score the queued records exactly
+     * meanwhile, and writes meet the backlog bound as usual.  For shards
+     * opened on an event loop (serve, workers): an install re-indexing
+     * thousands of records there stalled every group of the node. */
+    bool background_recovery;
 } vx_shard_config;
 
 int vx_shard_open(const char *dir, const vx_shard_config *cfg, vx_workpool *pool,

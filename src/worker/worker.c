@@ -183,7 +183,7 @@ static void host_open(worker *w, const Vxpd__Collection *c, const Vxpd__Shard *s
     h->gid = s->group_id;
     h->dim = cc.dim;
     snprintf(h->dir, sizeof h->dir, "%s/shards/%" PRIu64, w->dir, s->group_id);
-    vx_shard_config sc = {0};
+    vx_shard_config sc = {.background_recovery = true}; /* opened on the node's loop */
     vx_collection_index_config(&cc, &sc.index);
     vx_shard *sh;
     char serr[VX_SHARD_ERRMSG_LEN];

@@ -233,7 +233,7 @@ int main(int argc, char **argv)
     for (int g = 0; g < S.groups; g++) {
         char sdir[512];
         snprintf(sdir, sizeof sdir, "%s/shard%d", dir, g);
-        vx_shard_config cfg = {0};
+        vx_shard_config cfg = {.background_recovery = true}; /* as workers open theirs */
         vx_index_config_default(&cfg.index, DIM, VX_METRIC_L2);
         if (vx_shard_open(sdir, &cfg, S.pool, &S.g[g].sh, err) != 0) {
             fprintf(stderr, "shard: %s\n", err);

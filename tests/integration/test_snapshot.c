@@ -175,7 +175,9 @@ static void open_node(cluster *c, int n, bool bootstrap)
     if (rc) fprintf(stderr, "node: %s\n", err);
     assert_int_equal(rc, 0);
     snprintf(dir, sizeof dir, "%s/n%d/shard", c->root, n);
-    vx_shard_config cfg = {0};
+    /* on the loop all nodes share, as a worker opens its shards: an install
+     * must not re-index in place (under TSan that stalled the loop 20 s) */
+    vx_shard_config cfg = {.background_recovery = true};
     vx_index_config_default(&cfg.index, DIM, VX_METRIC_L2);
     vx_shard *sh;
     assert_int_equal(vx_shard_open(dir, &cfg, c->pool, &sh, serr), 0);
