@@ -65,6 +65,17 @@ struct vx_shard {
 
 static void drain_job(void *arg);
 
+/* Queued vectors are scored as the index would score them: unit length for
+ * COSINE (the store keeps them as written). */
+static void normalize_queued(const vx_shard *sh, float *vec)
+{
+    if (sh->cfg.index.metric != VX_METRIC_COSINE) return;
+    double norm = 0.0;
+    for (uint32_t d = 0; d < sh->dim; d++) norm += (double)vec[d] * vec[d];
+    if (norm > 0.0)
+        for (uint32_t d = 0; d < sh->dim; d++) vec[d] = (float)(vec[d] / sqrt(norm));
+}
+
 static int queue_push(vx_shard *sh, index_op op)
 {
     if (sh->q_len == sh->q_cap) {
@@ -183,6 +194,7 @@ static int reindex_cb(void *ctx, const vx_point_id *id, const vx_record *rec)
                        .vec = malloc(bytes)};
         if (op.vec != NULL) {
             memcpy(op.vec, rec->vector, bytes);
+            normalize_queued(c->sh, op.vec);
             if (queue_push(c->sh, op) == 0) {
                 c->queued++;
                 return 0;
@@ -606,13 +618,7 @@ static int apply_cmd(vx_shard *sh, vx_store_txn *txn, uint64_t index, const void
                 free(vec);
                 return rc;
             }
-            if (sh->cfg.index.metric == VX_METRIC_COSINE) {
-                /* queued vectors are scored as the index would score them */
-                double norm = 0.0;
-                for (uint32_t d = 0; d < pt.dim; d++) norm += (double)vec[d] * vec[d];
-                if (norm > 0.0)
-                    for (uint32_t d = 0; d < pt.dim; d++) vec[d] = (float)(vec[d] / sqrt(norm));
-            }
+            normalize_queued(sh, vec);
             (*ops)[(*nops)++] = (index_op){index, label, OP_ADD, vec};
             res->written++;
         }

@@ -1359,11 +1359,12 @@ static void test_backlog(void **state)
  * it, as far as max_backlog_bytes allows; searches find them meanwhile and
  * the background indexer catches up.  The pool is gated, so nothing drains
  * before the checks. */
-static vx_shard *open_background(const char *dir, vx_workpool *pool, size_t max_bytes)
+static vx_shard *open_background(const char *dir, vx_workpool *pool, vx_metric metric,
+                                 size_t max_bytes)
 {
     vx_shard_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    vx_index_config_default(&cfg.index, DIM, VX_METRIC_L2);
+    vx_index_config_default(&cfg.index, DIM, metric);
     cfg.index.ef_construction = 100;
     cfg.max_backlog_bytes = max_bytes;
     cfg.background_recovery = true;
@@ -1390,7 +1391,7 @@ static void test_background_recovery(void **state)
         gate g;
         gate_close(&g, e.pool);
         double t0 = vx_test_now();
-        sh = open_background(e.dir, e.pool, bound);
+        sh = open_background(e.dir, e.pool, VX_METRIC_L2, bound);
         print_message("open with %u of %d records queued: %.3f s\n", queued, N,
                       vx_test_now() - t0);
         assert_int_equal(vx_shard_backlog(sh), queued);
@@ -1412,6 +1413,55 @@ static void normalize(float *v)
     double s = 0;
     for (int d = 0; d < DIM; d++) s += (double)v[d] * v[d];
     for (int d = 0; d < DIM; d++) v[d] = (float)(v[d] / sqrt(s));
+}
+
+/* COSINE keeps vectors as written in the store; the recovered ones that wait
+ * in the queue are scored at unit length, as the index scores them. */
+static void test_background_recovery_cosine(void **state)
+{
+    enum { N = 300 };
+    env e;
+    env_init(&e, N, 14);
+    vx_shard *sh = open_shard_cfg(e.dir, e.pool, VX_METRIC_COSINE, 0);
+    size_t len;
+    uint8_t *c = cmd_upsert(&e.m, &e.rng, 0, N, "t", &len); /* draws the vectors */
+    free(c);
+    vx_cmd_buf b;
+    vx_cmd_begin(&b, VX_CMD_UPSERT);
+    for (uint32_t i = 0; i < N; i++) {
+        normalize(vec_of(&e.m, i));
+        float v[DIM];
+        for (int d = 0; d < DIM; d++) v[d] = vec_of(&e.m, i)[d] * (2.0f + (float)(i % 5));
+        vx_point_id id;
+        id_of(&id, i);
+        vx_cmd_add_point(&b, &id, v, DIM, "{}", 2);
+    }
+    assert_int_equal(vx_cmd_finish(&b, &c, &len), 0);
+    assert_int_equal(apply(sh, 1, c, len).written, N);
+    close_shard(sh, e.pool);
+    gate g;
+    gate_close(&g, e.pool);
+    sh = open_background(e.dir, e.pool, VX_METRIC_COSINE, 0);
+    assert_int_equal(vx_shard_backlog(sh), N);
+    for (int phase = 0; phase < 2; phase++) {
+        if (phase == 1) {
+            gate_open(&g);
+            wait_indexed(sh);
+            assert_true(index_live(sh) == N);
+        }
+        for (uint32_t i = 0; i < N; i += 7) {
+            vx_shard_hit hits[5];
+            uint32_t n = search(sh, vec_of(&e.m, i), 5, hits);
+            assert_int_equal(n, 5);
+            if (num_of(&hits[0].id) != i || fabsf(hits[0].distance + 1.0f) > 1e-5f)
+                fail_msg("phase %d: search for %u: first hit %u at %g", phase, i,
+                         num_of(&hits[0].id), (double)hits[0].distance);
+            for (uint32_t j = 0; j < n; j++)
+                assert_true(hits[j].distance >= -1.0f - 1e-5f && hits[j].distance <= 1.0f + 1e-5f);
+        }
+    }
+    close_shard(sh, e.pool);
+    env_free(&e);
 }
 
 static void test_cosine(void **state)
@@ -1855,6 +1905,7 @@ int main(void)
         cmocka_unit_test(test_digests),
         cmocka_unit_test(test_backlog),
         cmocka_unit_test(test_background_recovery),
+        cmocka_unit_test(test_background_recovery_cosine),
         cmocka_unit_test(test_cosine),
         cmocka_unit_test(test_close_while_indexing),
         cmocka_unit_test(test_filters),
