@@ -187,7 +187,11 @@ static int reindex_cb(void *ctx, const vx_point_id *id, const vx_record *rec)
     if (rec->version <= c->after) return 0;
     if (rec->dim != c->sh->dim) return VX_EDIM;
     size_t bytes = (size_t)rec->dim * sizeof(float);
-    if (c->sh->cfg.background_recovery && c->sh->q_bytes + bytes <= c->sh->cfg.max_backlog_bytes) {
+    /* at most half of either backlog bound: searches score the queue exactly
+     * (its bound keeps that cheap), and writes are not held back from the start */
+    const vx_shard_config *cfg = &c->sh->cfg;
+    if (cfg->background_recovery && c->sh->q_len < cfg->max_backlog / 2 &&
+        c->sh->q_bytes + bytes <= cfg->max_backlog_bytes / 2) {
         /* for the background indexer: every change up to the checkpoint is in
          * the index, so the queued ones count as the entry after it */
         index_op op = {.raft_index = c->after + 1, .label = rec->label, .op = OP_ADD,

@@ -51,8 +51,9 @@ typedef struct vx_shard_config {
                                  bounded whatever the dimension */
     /* Open (and snapshot install) queue the records written after the index
      * checkpoint for the background indexer instead of indexing them before
-     * vx_shard_open returns, as far as max_backlog_bytes allows (the rest is
-     * indexed in place).  Searches score the queued records exactly
+     * vx_shard_open returns, up to half of max_backlog and of
+     * max_backlog_bytes (the rest is indexed in place, so writes are not held
+     * back from the start).  Searches score the queued records exactly
      * meanwhile, and writes meet the backlog bound as usual.  For shards
      * opened on an event loop (serve, workers): an install re-indexing
      * thousands of records there stalled every group of the node. */

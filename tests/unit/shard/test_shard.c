@@ -1360,12 +1360,13 @@ static void test_backlog(void **state)
  * the background indexer catches up.  The pool is gated, so nothing drains
  * before the checks. */
 static vx_shard *open_background(const char *dir, vx_workpool *pool, vx_metric metric,
-                                 size_t max_bytes)
+                                 uint32_t max_count, size_t max_bytes)
 {
     vx_shard_config cfg;
     memset(&cfg, 0, sizeof cfg);
     vx_index_config_default(&cfg.index, DIM, metric);
     cfg.index.ef_construction = 100;
+    cfg.max_backlog = max_count;
     cfg.max_backlog_bytes = max_bytes;
     cfg.background_recovery = true;
     vx_shard *sh = NULL;
@@ -1377,21 +1378,23 @@ static vx_shard *open_background(const char *dir, vx_workpool *pool, vx_metric m
 
 static void test_background_recovery(void **state)
 {
-    enum { N = 600, FIT = 100 };
+    enum { N = 600, FIT = 100 }; /* N below half the default max_backlog (20000) */
     env e;
     env_init(&e, N, 13);
     vx_shard *sh = open_shard(e.dir, e.pool);
     apply_upsert(sh, &e.m, &e.rng, 1, 0, N);
     close_shard(sh, e.pool); /* no checkpoint: a reopen re-indexes every record */
 
-    for (int round = 0; round < 2; round++) {
-        /* round 0: every record fits the bound; round 1: FIT of them do */
-        size_t bound = round == 0 ? 0 : (size_t)FIT * DIM * sizeof(float);
+    for (int round = 0; round < 3; round++) {
+        /* round 0: every record fits half the bounds; rounds 1 and 2: FIT of
+         * them fit half the byte bound, half the count bound */
+        size_t bound = round == 1 ? (size_t)2 * FIT * DIM * sizeof(float) : 0;
+        uint32_t count = round == 2 ? 2 * FIT : 0;
         uint32_t queued = round == 0 ? N : FIT;
         gate g;
         gate_close(&g, e.pool);
         double t0 = vx_test_now();
-        sh = open_background(e.dir, e.pool, VX_METRIC_L2, bound);
+        sh = open_background(e.dir, e.pool, VX_METRIC_L2, count, bound);
         print_message("open with %u of %d records queued: %.3f s\n", queued, N,
                       vx_test_now() - t0);
         assert_int_equal(vx_shard_backlog(sh), queued);
@@ -1441,7 +1444,7 @@ static void test_background_recovery_cosine(void **state)
     close_shard(sh, e.pool);
     gate g;
     gate_close(&g, e.pool);
-    sh = open_background(e.dir, e.pool, VX_METRIC_COSINE, 0);
+    sh = open_background(e.dir, e.pool, VX_METRIC_COSINE, 0, 0);
     assert_int_equal(vx_shard_backlog(sh), N);
     for (int phase = 0; phase < 2; phase++) {
         if (phase == 1) {
