@@ -249,12 +249,18 @@ describe('search on an empty collection and on a scalar-int8 quantized collectio
 describe('approximate search on a larger collection', { timeout: 240000 }, () => {
   after(() => cols.dropAll());
 
-  it('Cosine, 2000 x 24-d, hnsw_ef 128: recall@10 >= 0.9', async () => {
-    const rng = makeRng('large');
-    const dim = 24;
-    const c = await cols.create('s_large', { vectors: { size: dim, distance: 'Cosine' }, hnsw_config: { m: 16, ef_construct: 100 } });
+  // 2000 random 24-d points (ids 0..1999) in a new Cosine collection
+  const dim = 24;
+  async function largeCollection(rng, name, hnsw) {
+    const c = await cols.create(name, { vectors: { size: dim, distance: 'Cosine' }, hnsw_config: hnsw });
     const pts = Array.from({ length: 2000 }, (_, i) => ({ id: i, vector: rng.vec(dim) }));
     for (let i = 0; i < pts.length; i += 500) await client.upsert(c, { wait: true, points: pts.slice(i, i + 500) });
+    return { c, pts };
+  }
+
+  it('Cosine, 2000 x 24-d, hnsw_ef 128: recall@10 >= 0.9', async () => {
+    const rng = makeRng('large');
+    const { c, pts } = await largeCollection(rng, 's_large', { m: 16, ef_construct: 100 });
     assert.equal((await client.count(c)).count, 2000);
     let total = 0;
     const nq = 25;
@@ -275,10 +281,7 @@ describe('approximate search on a larger collection', { timeout: 240000 }, () =>
   // apart; the default follows an update of ef_construct.
   it('without params.hnsw_ef the beam is the collection\'s ef_construct, and follows its update', async () => {
     const rng = makeRng('default_ef');
-    const dim = 24;
-    const c = await cols.create('s_default_ef', { vectors: { size: dim, distance: 'Cosine' }, hnsw_config: { m: 4, ef_construct: 16 } });
-    const pts = Array.from({ length: 2000 }, (_, i) => ({ id: i, vector: rng.vec(dim) }));
-    for (let i = 0; i < pts.length; i += 500) await client.upsert(c, { wait: true, points: pts.slice(i, i + 500) });
+    const { c } = await largeCollection(rng, 's_default_ef', { m: 4, ef_construct: 16 });
     // every point in the graph: the unindexed tail is scanned exactly, and it
     // shrinks between two searches
     await pollUntil(async () => ((await client.getCollection(c)).status === 'green' ? true : null),

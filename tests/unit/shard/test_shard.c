@@ -346,19 +346,28 @@ static void apply_delete(vx_shard *sh, model *m, uint64_t index, uint32_t first,
 
 /* ---- shard ----------------------------------------------------------------------------------- */
 
-static vx_shard *open_shard_cfg(const char *dir, vx_workpool *pool, vx_metric metric,
-                                uint32_t max_backlog)
+static vx_shard *open_shard_full(const char *dir, vx_workpool *pool, vx_metric metric,
+                                 uint32_t max_backlog, size_t max_backlog_bytes,
+                                 bool background_recovery)
 {
     vx_shard_config cfg;
     memset(&cfg, 0, sizeof cfg);
     vx_index_config_default(&cfg.index, DIM, metric);
     cfg.index.ef_construction = 100;
     cfg.max_backlog = max_backlog;
+    cfg.max_backlog_bytes = max_backlog_bytes;
+    cfg.background_recovery = background_recovery;
     vx_shard *sh = NULL;
     char err[VX_SHARD_ERRMSG_LEN] = "";
     int rc = vx_shard_open(dir, &cfg, pool, &sh, err);
     if (rc != 0) fail_msg("vx_shard_open(%s): %d %s", dir, rc, err);
     return sh;
+}
+
+static vx_shard *open_shard_cfg(const char *dir, vx_workpool *pool, vx_metric metric,
+                                uint32_t max_backlog)
+{
+    return open_shard_full(dir, pool, metric, max_backlog, 0, false);
 }
 
 static vx_shard *open_shard(const char *dir, vx_workpool *pool)
@@ -1362,18 +1371,7 @@ static void test_backlog(void **state)
 static vx_shard *open_background(const char *dir, vx_workpool *pool, vx_metric metric,
                                  uint32_t max_count, size_t max_bytes)
 {
-    vx_shard_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    vx_index_config_default(&cfg.index, DIM, metric);
-    cfg.index.ef_construction = 100;
-    cfg.max_backlog = max_count;
-    cfg.max_backlog_bytes = max_bytes;
-    cfg.background_recovery = true;
-    vx_shard *sh = NULL;
-    char err[VX_SHARD_ERRMSG_LEN] = "";
-    int rc = vx_shard_open(dir, &cfg, pool, &sh, err);
-    if (rc != 0) fail_msg("vx_shard_open(%s): %d %s", dir, rc, err);
-    return sh;
+    return open_shard_full(dir, pool, metric, max_count, max_bytes, true);
 }
 
 static void test_background_recovery(void **state)
@@ -1418,6 +1416,24 @@ static void normalize(float *v)
     for (int d = 0; d < DIM; d++) v[d] = (float)(v[d] / sqrt(s));
 }
 
+/* COSINE: every 7th of the first n points, searched by its unit vector
+ * times scale, comes first at distance -1, and every distance is in [-1, 1]. */
+static void expect_cosine_self(vx_shard *sh, model *m, uint32_t n_points, float scale, int phase)
+{
+    for (uint32_t i = 0; i < n_points; i += 7) {
+        float q[DIM];
+        for (int d = 0; d < DIM; d++) q[d] = vec_of(m, i)[d] * scale;
+        vx_shard_hit hits[5];
+        uint32_t n = search(sh, q, 5, hits);
+        assert_int_equal(n, 5);
+        if (num_of(&hits[0].id) != i || fabsf(hits[0].distance + 1.0f) > 1e-5f)
+            fail_msg("phase %d: search for %u: first hit %u at %g", phase, i,
+                     num_of(&hits[0].id), (double)hits[0].distance);
+        for (uint32_t j = 0; j < n; j++)
+            assert_true(hits[j].distance >= -1.0f - 1e-5f && hits[j].distance <= 1.0f + 1e-5f);
+    }
+}
+
 /* COSINE keeps vectors as written in the store; the recovered ones that wait
  * in the queue are scored at unit length, as the index scores them. */
 static void test_background_recovery_cosine(void **state)
@@ -1452,16 +1468,7 @@ static void test_background_recovery_cosine(void **state)
             wait_indexed(sh);
             assert_true(index_live(sh) == N);
         }
-        for (uint32_t i = 0; i < N; i += 7) {
-            vx_shard_hit hits[5];
-            uint32_t n = search(sh, vec_of(&e.m, i), 5, hits);
-            assert_int_equal(n, 5);
-            if (num_of(&hits[0].id) != i || fabsf(hits[0].distance + 1.0f) > 1e-5f)
-                fail_msg("phase %d: search for %u: first hit %u at %g", phase, i,
-                         num_of(&hits[0].id), (double)hits[0].distance);
-            for (uint32_t j = 0; j < n; j++)
-                assert_true(hits[j].distance >= -1.0f - 1e-5f && hits[j].distance <= 1.0f + 1e-5f);
-        }
+        expect_cosine_self(sh, &e.m, N, 1.0f, phase);
     }
     close_shard(sh, e.pool);
     env_free(&e);
@@ -1498,18 +1505,7 @@ static void test_cosine(void **state)
         } else {
             assert_int_equal(vx_shard_backlog(sh), 300);
         }
-        for (uint32_t i = 0; i < 300; i += 7) {
-            float q[DIM];
-            for (int d = 0; d < DIM; d++) q[d] = vec_of(&e.m, i)[d] * 3.0f; /* scaled query */
-            vx_shard_hit hits[5];
-            uint32_t n = search(sh, q, 5, hits);
-            assert_int_equal(n, 5);
-            if (num_of(&hits[0].id) != i || fabsf(hits[0].distance + 1.0f) > 1e-5f)
-                fail_msg("phase %d: search for %u: first hit %u at %g", phase, i,
-                         num_of(&hits[0].id), (double)hits[0].distance);
-            for (uint32_t j = 0; j < n; j++)
-                assert_true(hits[j].distance >= -1.0f - 1e-5f && hits[j].distance <= 1.0f + 1e-5f);
-        }
+        expect_cosine_self(sh, &e.m, 300, 3.0f, phase); /* scaled queries */
     }
     close_shard(sh, e.pool);
     env_free(&e);
