@@ -114,7 +114,7 @@ if [ "${VX_API_TARGET:-serve}" = cluster ]; then
   BASE=$((20000 + (VX_SEED % 240) * 50))
   echo "run.sh: starting a local cluster in $DATA (ports $BASE..$((BASE + 40)))"
   # a generous per-shard search deadline: this machine runs 7 processes and node
-  if ! URL=$(GW_FLAGS="--max-body-bytes 8388608 --conn-timeout-s 2 --shard-timeout-ms 5000" \
+  if ! URL=$(GW_FLAGS="--max-body-bytes 8388608 --conn-timeout-s 4 --shard-timeout-ms 5000" \
       "$HERE/../../scripts/cluster.sh" up --dir "$DATA" --base-port "$BASE" --bin "$BIN" | tail -n 1); then
     for f in "$DATA"/*.log; do echo "----- $f" >&2; tail -n 20 "$f" >&2; done
     "$HERE/../../scripts/cluster.sh" down --dir "$DATA" || true
@@ -132,7 +132,7 @@ if [ "${VX_API_TARGET:-serve}" = cluster ]; then
   }
   echo "run.sh: cluster ready, gateway on $VECTRON_URL"
 else
-"$BIN" serve --data-dir "$DATA" --http-port "$PORT" --max-body-bytes 8388608 --conn-timeout-s 2 \
+"$BIN" serve --data-dir "$DATA" --http-port "$PORT" --max-body-bytes 8388608 --conn-timeout-s 4 \
   >"$LOG" 2>&1 &
 SERVER_PID=$!
 export VECTRON_URL="http://127.0.0.1:$PORT"
