@@ -22,6 +22,7 @@
 #define STRIPE_CAP 4096 /* buckets per stripe before idle ones are dropped */
 #define MAX_KIDS 8
 #define PW_WAIT_MS 2000
+#define LOGIN_MAX 100000 /* the most attempts a window may allow */
 
 /* ---- the credentials, as loaded --------------------------------------------------------- */
 
@@ -70,6 +71,22 @@ typedef struct stripe {
     size_t cap, n;
 } stripe;
 
+/* The login attempts of one address or one account in the last window:
+ * their times, oldest first (at most `cap`, the limit for its kind). */
+typedef struct alog {
+    char *name;
+    unsigned n, cap;
+    struct alog *next;
+    uint64_t t[];
+} alog;
+
+#define ALOG_HEADS 256
+typedef struct astripe {
+    pthread_mutex_t mu;
+    alog *head[ALOG_HEADS];
+    size_t n;
+} astripe;
+
 struct vx_gate {
     vx_gate_options opt;
     char issuer[65], audience[65];
@@ -84,6 +101,7 @@ struct vx_gate {
     pthread_cond_t pw_cv;
     unsigned pw_running;
     stripe stripes[STRIPES];
+    astripe astripes[STRIPES];
 };
 
 static uint64_t fnv(const char *s, size_t n)
@@ -347,6 +365,134 @@ vx_gate_verdict vx_gate_charge_address(vx_gate *g, const char *peer, int *retry_
                                                                             : VX_GATE_LIMITED;
 }
 
+/* ---- login attempts ------------------------------------------------------------------
+ *
+ * A login is counted against its source address and its account when it is
+ * received, before any password work, and given back when it succeeds (or
+ * was never checked: BUSY).  Each keeps the times of its counted attempts in
+ * the last login_window_s; one more than the limit within that window is
+ * refused (429) until the oldest leaves it.  So a flood meets 429 after
+ * exactly the limit's count of failed attempts, however fast or slow the
+ * password hashing: no refill during the flood. */
+
+static astripe *alog_stripe(vx_gate *g, const char *name, uint64_t *h)
+{
+    *h = fnv(name, strlen(name));
+    return &g->astripes[*h % STRIPES];
+}
+
+/* The log of `name` in its (locked) stripe; created when `make`.  NULL when
+ * absent (or out of memory: then the attempt goes uncounted rather than
+ * refusing every login). */
+static alog *alog_get(vx_gate *g, astripe *as, uint64_t h, const char *name, unsigned cap, uint64_t now,
+                      bool make)
+{
+    uint64_t win = (uint64_t)g->opt.login_window_s * 1000000000ull;
+    alog **head = &as->head[(h / STRIPES) % ALOG_HEADS];
+    alog *a = *head;
+    while (a && strcmp(a->name, name) != 0) a = a->next;
+    if (a == NULL && make) {
+        if (as->n >= STRIPE_CAP) { /* drop the logs with no attempt left in the window */
+            alog *oldest = NULL, **oldest_at = NULL;
+            for (size_t i = 0; i < ALOG_HEADS; i++)
+                for (alog **pp = &as->head[i]; *pp;) {
+                    alog *x = *pp;
+                    if (x->n == 0 || now - x->t[x->n - 1] >= win) {
+                        *pp = x->next;
+                        free(x->name);
+                        free(x);
+                        as->n--;
+                        continue;
+                    }
+                    if (oldest == NULL || x->t[x->n - 1] < oldest->t[oldest->n - 1]) {
+                        oldest = x;
+                        oldest_at = pp;
+                    }
+                    pp = &x->next;
+                }
+            if (as->n >= STRIPE_CAP && oldest != NULL) { /* full of live logs: the least recent goes */
+                *oldest_at = oldest->next;
+                free(oldest->name);
+                free(oldest);
+                as->n--;
+            }
+        }
+        a = calloc(1, sizeof *a + (size_t)cap * sizeof a->t[0]);
+        if (a == NULL || (a->name = strdup(name)) == NULL) {
+            free(a);
+            return NULL;
+        }
+        a->cap = cap;
+        a->next = *head;
+        *head = a;
+        as->n++;
+    }
+    if (a == NULL) return NULL;
+    unsigned drop = 0; /* attempts that left the window */
+    while (drop < a->n && now - a->t[drop] >= win) drop++;
+    if (drop) {
+        memmove(a->t, a->t + drop, (a->n - drop) * sizeof a->t[0]);
+        a->n -= drop;
+    }
+    if (a->cap != cap) { /* never: one kind, one limit; kept safe all the same */
+        if (a->n > cap) a->n = cap;
+        if (cap > a->cap) return NULL;
+        a->cap = cap;
+    }
+    return a;
+}
+
+static void alog_names(const char *peer, const char *user, char *an, size_t an_n, char *un, size_t un_n)
+{
+    addr_name(peer, an, an_n);
+    snprintf(un, un_n, "acct:%.128s", user ? user : "");
+}
+
+vx_gate_verdict vx_gate_login_admit(vx_gate *g, const char *peer, const char *user, int *retry_after_s)
+{
+    char an[96], un[140];
+    alog_names(peer, user, an, sizeof an, un, sizeof un);
+    uint64_t ha, hu, now = now_ns();
+    astripe *sa = alog_stripe(g, an, &ha), *su = alog_stripe(g, un, &hu);
+    astripe *first = sa < su ? sa : su, *second = sa < su ? su : sa;
+    pthread_mutex_lock(&first->mu);
+    if (second != first) pthread_mutex_lock(&second->mu);
+    alog *a = alog_get(g, sa, ha, an, g->opt.login_per_address, now, true);
+    alog *u = alog_get(g, su, hu, un, g->opt.login_per_account, now, true);
+    uint64_t win = (uint64_t)g->opt.login_window_s * 1000000000ull, free_at = 0;
+    if (a && a->n >= a->cap) free_at = a->t[0] + win;
+    if (u && u->n >= u->cap && u->t[0] + win > free_at) free_at = u->t[0] + win;
+    if (free_at == 0) { /* both have room: count the attempt in both */
+        if (a) a->t[a->n++] = now;
+        if (u) u->t[u->n++] = now;
+    }
+    if (second != first) pthread_mutex_unlock(&second->mu);
+    pthread_mutex_unlock(&first->mu);
+    if (free_at == 0) return VX_GATE_OK;
+    if (retry_after_s) {
+        *retry_after_s = (int)((free_at - now + 999999999ull) / 1000000000ull);
+        if (*retry_after_s < 1) *retry_after_s = 1;
+    }
+    return VX_GATE_LIMITED;
+}
+
+void vx_gate_login_refund(vx_gate *g, const char *peer, const char *user)
+{
+    char an[96], un[140];
+    alog_names(peer, user, an, sizeof an, un, sizeof un);
+    uint64_t now = now_ns();
+    const char *names[2] = {an, un};
+    unsigned caps[2] = {g->opt.login_per_address, g->opt.login_per_account};
+    for (int i = 0; i < 2; i++) {
+        uint64_t h;
+        astripe *as = alog_stripe(g, names[i], &h);
+        pthread_mutex_lock(&as->mu);
+        alog *a = alog_get(g, as, h, names[i], caps[i], now, false);
+        if (a && a->n > 0) a->n--; /* the newest: this attempt's, or one as recent */
+        pthread_mutex_unlock(&as->mu);
+    }
+}
+
 /* ---- open and close -------------------------------------------------------------------- */
 
 static bool kid_ok(const char *k, size_t n)
@@ -378,10 +524,21 @@ int vx_gate_new(const vx_gate_options *opt, vx_gate **out, char *errbuf)
     if (g->opt.anon_rate == 0) g->opt.anon_rate = 10;
     if (g->opt.anon_burst == 0) g->opt.anon_burst = 2 * g->opt.anon_rate;
     if (!g->opt.max_pw_checks) g->opt.max_pw_checks = 2;
+    if (!g->opt.login_per_address) g->opt.login_per_address = 20;
+    if (!g->opt.login_per_account) g->opt.login_per_account = 10;
+    if (!g->opt.login_window_s) g->opt.login_window_s = 60;
+    if (g->opt.login_per_address > LOGIN_MAX || g->opt.login_per_account > LOGIN_MAX) {
+        free(g);
+        return vx_errf(errbuf, VX_GATE_ERRMSG_LEN, VX_EINVAL,
+                       "login attempt limits: at most %d per window", LOGIN_MAX);
+    }
     pthread_rwlock_init(&g->lock, NULL);
     pthread_mutex_init(&g->pw_mu, NULL);
     pthread_cond_init(&g->pw_cv, NULL);
-    for (int i = 0; i < STRIPES; i++) pthread_mutex_init(&g->stripes[i].mu, NULL);
+    for (int i = 0; i < STRIPES; i++) {
+        pthread_mutex_init(&g->stripes[i].mu, NULL);
+        pthread_mutex_init(&g->astripes[i].mu, NULL);
+    }
     int rc = 0;
     if (opt->enabled) {
         if (opt->admin_key == NULL || strlen(opt->admin_key) < 16) {
@@ -453,6 +610,14 @@ void vx_gate_free(vx_gate *g)
             }
         free(st->tab);
         pthread_mutex_destroy(&st->mu);
+        astripe *as = &g->astripes[i];
+        for (size_t j = 0; j < ALOG_HEADS; j++)
+            for (alog *a = as->head[j], *nx; a; a = nx) {
+                nx = a->next;
+                free(a->name);
+                free(a);
+            }
+        pthread_mutex_destroy(&as->mu);
     }
     sodium_memzero(g->keys, sizeof g->keys);
     pthread_rwlock_destroy(&g->lock);

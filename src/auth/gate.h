@@ -30,9 +30,13 @@
  * Rate limits: a token bucket per principal (key, user, bootstrap admin;
  * rate and burst from the key or the defaults), and one per source address
  * charged for every request without valid credentials -- checked before any
- * password or token work, so floods of forged credentials and password
- * guessing are bounded per address.  Buckets live in 64 locked stripes:
- * one key's traffic never waits on another's lock for long.
+ * token work, so floods of forged credentials are bounded per address.
+ * Logins are limited by count, not rate: each attempt is counted when it is
+ * received against its address and its account, and past the limit within
+ * the window it is refused before any password work (vx_gate_login_admit),
+ * so a password-guessing flood meets 429 after the same number of attempts
+ * on any machine.  Buckets live in 64 locked stripes: one key's traffic
+ * never waits on another's lock for long.
  *
  * Threads: everything may be called from many threads at once.
  */
@@ -65,6 +69,9 @@ typedef struct vx_gate_options {
     double key_rate, key_burst;   /* per principal, requests/s (default 1000, 2000) */
     double anon_rate, anon_burst; /* per address without valid credentials (default 10, 20) */
     unsigned max_pw_checks;   /* concurrent argon2id verifications (default 2) */
+    /* login attempts counted when received, per source address and per
+     * account, in any login_window_s (defaults 20, 10, 60 s) */
+    unsigned login_per_address, login_per_account, login_window_s;
 } vx_gate_options;
 
 typedef struct vx_gate vx_gate;
@@ -101,6 +108,14 @@ vx_gate_verdict vx_gate_authenticate(vx_gate *g, const char *api_key, const char
  * (login, refresh): LIMITED when it is empty. */
 vx_gate_verdict vx_gate_charge_address(vx_gate *g, const char *peer, int *retry_after_s);
 void vx_principal_clear(vx_principal *p);
+
+/* A login attempt from peer for account user, counted now (before any
+ * password work) against both: LIMITED with *retry_after_s when either has
+ * used up its attempts in the window; then neither is charged.  A login that
+ * succeeds, or was not checked (BUSY), gives its attempt back with
+ * vx_gate_login_refund. */
+vx_gate_verdict vx_gate_login_admit(vx_gate *g, const char *peer, const char *user, int *retry_after_s);
+void vx_gate_login_refund(vx_gate *g, const char *peer, const char *user);
 
 /* May p act with `need` on collection coll (NULL: on the cluster/global)? */
 bool vx_gate_allows(const vx_principal *p, vx_role need, const char *coll);

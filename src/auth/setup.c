@@ -77,7 +77,10 @@ int vx_gate_setup_open(const vx_gate_setup *s, vx_gate **out)
                           .key_rate = s->rate_per_key ? (double)s->rate_per_key : -1.0,
                           .key_burst = s->burst_per_key,
                           .anon_rate = s->rate_per_address ? (double)s->rate_per_address : -1.0,
-                          .anon_burst = s->burst_per_address};
+                          .anon_burst = s->burst_per_address,
+                          .login_per_address = s->login_per_address,
+                          .login_per_account = s->login_per_account,
+                          .login_window_s = s->login_window_s};
     char err[VX_GATE_ERRMSG_LEN];
     int rc = vx_gate_new(&go, out, err);
     wipe(admin);

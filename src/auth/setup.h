@@ -28,6 +28,7 @@ typedef struct vx_gate_setup {
     unsigned access_ttl_s, refresh_ttl_s;   /* 0: defaults */
     unsigned rate_per_key, burst_per_key;   /* rate 0: unlimited */
     unsigned rate_per_address, burst_per_address;
+    unsigned login_per_address, login_per_account, login_window_s; /* 0: defaults */
 } vx_gate_setup;
 
 /* 0 with *out set, or 2 (a usage error, logged). */

@@ -54,6 +54,9 @@ static void gw_usage(FILE *out)
             "  --rate-per-key N, --burst-per-key N  per API key or user (1000, 2000; rate 0: off)\n"
             "  --rate-per-address N, --burst-per-address N  per address without valid\n"
             "                         credentials (10, 20; rate 0: off)\n"
+            "  --login-attempts-per-address N, --login-attempts-per-account N, --login-window-s S\n"
+            "                         login attempts counted when received, per address and\n"
+            "                         per account in any window of S seconds (20, 10, 60)\n"
             "  --auth-poll-ms N       how often credentials are fetched from the PD (default 1000)\n\n"
             "Environment: VECTRON_CLUSTER_SECRET, the cluster's internal RPC secret;\n"
             "VECTRON_ADMIN_KEY, the bootstrap admin key.  Every gateway of a cluster needs the\n"
@@ -75,7 +78,8 @@ int vx_gateway_main(int argc, char **argv)
     const char *pd = NULL, *host = "127.0.0.1", *level = "info";
     unsigned long port = 6333, max_body = 32ul << 20, conn_timeout = 30, threads = 16, ttl = 2000, shard_ms = 50, cache_mb = 64,
                   cache_ttl = 200, access_ttl = 900, refresh_ttl = 604800, rate_key = 1000, burst_key = 2000,
-                  rate_addr = 10, burst_addr = 20, auth_poll = 1000;
+                  rate_addr = 10, burst_addr = 20, auth_poll = 1000,
+                  login_addr = 20, login_acct = 10, login_win = 60;
     const char *auth = "auto", *admin_file = "none", *jwt_file = "none", *jwt_kid = "k1", *jwt_accept = "none";
     for (int i = 0; i < argc; i += 2) { /* flag value pairs */
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -110,6 +114,9 @@ int vx_gateway_main(int argc, char **argv)
         else if (!strcmp(f, "--burst-per-key")) ok = num_flag(v, 100000000, &burst_key) && burst_key > 0;
         else if (!strcmp(f, "--rate-per-address")) ok = num_flag(v, 100000000, &rate_addr);
         else if (!strcmp(f, "--burst-per-address")) ok = num_flag(v, 100000000, &burst_addr) && burst_addr > 0;
+        else if (!strcmp(f, "--login-attempts-per-address")) ok = num_flag(v, 100000, &login_addr) && login_addr > 0;
+        else if (!strcmp(f, "--login-attempts-per-account")) ok = num_flag(v, 100000, &login_acct) && login_acct > 0;
+        else if (!strcmp(f, "--login-window-s")) ok = num_flag(v, 86400, &login_win) && login_win > 0;
         else if (!strcmp(f, "--auth-poll-ms")) ok = num_flag(v, 600000, &auth_poll) && auth_poll >= 10;
         else {
             fprintf(stderr, "vectron gateway: unknown flag %s (see vectron gateway --help)\n", f);
@@ -136,7 +143,10 @@ int vx_gateway_main(int argc, char **argv)
                         .rate_per_key = (unsigned)rate_key,
                         .burst_per_key = (unsigned)burst_key,
                         .rate_per_address = (unsigned)rate_addr,
-                        .burst_per_address = (unsigned)burst_addr};
+                        .burst_per_address = (unsigned)burst_addr,
+                        .login_per_address = (unsigned)login_addr,
+                        .login_per_account = (unsigned)login_acct,
+                        .login_window_s = (unsigned)login_win};
     vx_gate *gate = NULL;
     if (vx_gate_setup_open(&gs, &gate) != 0) return 2;
     sigset_t set;

@@ -165,21 +165,28 @@ static void auth_route(vx_gate *g, const vx_backend *be, const vx_api_request *r
         return;
     }
     int retry = 0;
-    /* before any password or token work */
-    if (vx_gate_charge_address(g, req->peer, &retry) != VX_GATE_OK) return limited(res, retry);
+    bool login = is(s[2], "login");
+    /* before any password or token work; logins are limited by their count
+     * (vx_gate_login_admit, below), the other routes by the address's bucket */
+    if (!login && vx_gate_charge_address(g, req->peer, &retry) != VX_GATE_OK) return limited(res, retry);
     if (!vx_gate_enabled(g)) {
         vx_api_error(res, 400, "Wrong input: authentication is off on this server");
         return;
     }
     cJSON *b = body_object(req, res);
     if (b == NULL) return;
-    if (is(s[2], "login")) {
+    if (login) {
         const char *user = str_field(b, "username"), *pw = str_field(b, "password");
         char *access = NULL, *refresh = NULL;
         unsigned ttl = 0;
+        if (vx_gate_login_admit(g, req->peer, user, &retry) != VX_GATE_OK) {
+            cJSON_Delete(b);
+            return limited(res, retry);
+        }
         vx_gate_verdict v = user && pw && strlen(pw) <= MAX_PASSWORD
                                 ? vx_gate_login(g, user, pw, &access, &refresh, &ttl)
                                 : VX_GATE_UNAUTHORIZED;
+        if (v == VX_GATE_OK || v == VX_GATE_BUSY) vx_gate_login_refund(g, req->peer, user);
         if (v == VX_GATE_OK) {
             cJSON *r = cJSON_CreateObject();
             cJSON_AddStringToObject(r, "access_token", access);

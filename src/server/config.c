@@ -93,6 +93,12 @@ static const field fields[] = {
      "requests per second per address without valid credentials; 0: unlimited"},
     {"burst_per_address", F_UINT, OFF(burst_per_address), 0, 1, 100000000, "20", "N", NULL,
      "burst per address without valid credentials"},
+    {"login_attempts_per_address", F_UINT, OFF(login_attempts_per_address), 0, 1, 100000, "20", "N",
+     NULL, "login attempts per source address in any login window (counted when received)"},
+    {"login_attempts_per_account", F_UINT, OFF(login_attempts_per_account), 0, 1, 100000, "10", "N",
+     NULL, "login attempts per account in any login window (counted when received)"},
+    {"login_window_s", F_UINT, OFF(login_window_s), 0, 1, 86400, "60", "SECONDS", NULL,
+     "the window of the login attempt limits"},
 };
 
 #define NFIELDS (sizeof fields / sizeof fields[0])

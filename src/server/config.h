@@ -109,6 +109,10 @@ typedef struct vx_config {
     /* Requests per second and burst per source address without valid
      * credentials (login, failures).  Defaults 10 and 20. */
     unsigned rate_per_address, burst_per_address;
+    /* Login attempts per source address and per account in any window of
+     * login_window_s, counted when received (a successful one is given
+     * back).  Defaults 20, 10, 60. */
+    unsigned login_attempts_per_address, login_attempts_per_account, login_window_s;
 
     /* Set by -h/--help; not a setting (no key, variable or default). */
     bool help;

@@ -80,7 +80,10 @@ static int open_gate(const vx_config *cfg, vx_gate **out)
                         .rate_per_key = cfg->rate_per_key,
                         .burst_per_key = cfg->burst_per_key,
                         .rate_per_address = cfg->rate_per_address,
-                        .burst_per_address = cfg->burst_per_address};
+                        .burst_per_address = cfg->burst_per_address,
+                        .login_per_address = cfg->login_attempts_per_address,
+                        .login_per_account = cfg->login_attempts_per_account,
+                        .login_window_s = cfg->login_window_s};
     return vx_gate_setup_open(&gs, out);
 }
 

@@ -52,6 +52,9 @@ static const struct {
     {"burst_per_key", "--burst-per-key", "VECTRON_BURST_PER_KEY", "2000"},
     {"rate_per_address", "--rate-per-address", "VECTRON_RATE_PER_ADDRESS", "10"},
     {"burst_per_address", "--burst-per-address", "VECTRON_BURST_PER_ADDRESS", "20"},
+    {"login_attempts_per_address", "--login-attempts-per-address", "VECTRON_LOGIN_ATTEMPTS_PER_ADDRESS", "20"},
+    {"login_attempts_per_account", "--login-attempts-per-account", "VECTRON_LOGIN_ATTEMPTS_PER_ACCOUNT", "10"},
+    {"login_window_s", "--login-window-s", "VECTRON_LOGIN_WINDOW_S", "60"},
 };
 #define NSPEC (sizeof spec / sizeof spec[0])
 
@@ -126,6 +129,9 @@ static void assert_config_equal(const vx_config *a, const vx_config *b)
     assert_int_equal(a->burst_per_key, b->burst_per_key);
     assert_int_equal(a->rate_per_address, b->rate_per_address);
     assert_int_equal(a->burst_per_address, b->burst_per_address);
+    assert_int_equal(a->login_attempts_per_address, b->login_attempts_per_address);
+    assert_int_equal(a->login_attempts_per_account, b->login_attempts_per_account);
+    assert_int_equal(a->login_window_s, b->login_window_s);
     assert_int_equal(a->help, b->help);
 }
 
