@@ -10,6 +10,7 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler libsodium-dev
   libhnswlib-dev
   iproute2 iptables  # the network-partition test (network namespaces)
+  curl  # the README's examples (a minimal Debian has none)
 )
 
 missing=()

@@ -45,15 +45,10 @@ bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron"
 section "auth: forged credentials, the authorization matrix, sessions, rate limits, secrets"
 bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron" auth
 section "a network partition: 3 machines in network namespaces, the shard leader cut off"
-# Needs root (network namespaces, a bridge, iptables).  Where the machine
-# can make a namespace the test must run and pass; where it cannot (no root,
-# a container without the capability) it reports itself skipped.
-if [ "$(id -u)" = 0 ] && ip netns add "vxprobe$$" 2>/dev/null; then
-  ip netns del "vxprobe$$"
-  VX_REQUIRE_NETNS=1 bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron" partition
-else
-  echo "SKIPPED: network namespaces are not available here (needs root and CAP_SYS_ADMIN)"
-fi
+# Needs root (network namespaces, a bridge, veth pairs, iptables).  The test
+# probes exactly what it will do (a small copy of its network) and reports
+# itself skipped, with the step that failed, where this machine cannot.
+bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron" partition
 
 section "ASan + UBSan build and unit tests"
 build build-asan -DCMAKE_BUILD_TYPE=Debug -DVX_SANITIZE=address,undefined -DVX_BENCH=OFF

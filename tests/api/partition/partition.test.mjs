@@ -18,9 +18,12 @@
 //     takes writes again.
 // Everything the test made (processes, namespaces, bridge) goes at the end.
 //
-// Needs root, `ip` (iproute2) and iptables.  Without them the test is
-// skipped with a message, unless VX_REQUIRE_NETNS=1 (scripts/test.sh sets
-// it when it runs as root), which turns their absence into a failure.
+// Needs root, `ip` (iproute2) and iptables, and a kernel and sandbox that
+// let it make namespaces, bridges and veth pairs.  Whether it can run is
+// decided by a probe that does the same on a small scale (available());
+// where it cannot, the test says so, with the step that failed, and is
+// skipped.  VX_REQUIRE_NETNS=1 turns that into a failure, for a machine
+// known to support it.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -47,13 +50,77 @@ function sh(cmd, args, opts = {}) {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], ...opts });
 }
 
+// Whether this machine can run the test, decided by doing what the test does
+// on a small scale: a bridge with an address, a namespace joined to it by a
+// veth pair, its address and links set from outside (ip -n), an iptables rule
+// inside it, a process started in it that reaches the host over the bridge;
+// then all of it removed.  null when every step worked, else the step that
+// failed and what it said (ip netns add alone can succeed where ip -n then
+// fails, e.g. in a chroot without mount propagation).
 function available() {
   if (process.getuid?.() !== 0) return 'not root';
+  const pbr = `vxbq${tag}`, pns = `vxq${tag}n1`, phv = `vxq${tag}h1`;
+  const steps = [
+    ['ip', ['link', 'add', pbr, 'type', 'bridge']],
+    ['ip', ['addr', 'add', `${NET}.254/24`, 'dev', pbr]],
+    ['ip', ['link', 'set', pbr, 'up']],
+    ['ip', ['netns', 'add', pns]],
+    ['ip', ['link', 'add', phv, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pns]],
+    ['ip', ['link', 'set', phv, 'master', pbr]],
+    ['ip', ['link', 'set', phv, 'up']],
+    ['ip', ['-n', pns, 'addr', 'add', `${ip(1)}/24`, 'dev', 'eth0']],
+    ['ip', ['-n', pns, 'link', 'set', 'eth0', 'up']],
+    ['ip', ['-n', pns, 'link', 'set', 'lo', 'up']],
+    ['ip', ['netns', 'exec', pns, 'iptables', '-A', 'INPUT', '-s', ip(2), '-j', 'DROP']],
+    ['ip', ['netns', 'exec', pns, 'iptables', '-F']],
+    // a process in the namespace reaches the host's address on the bridge
+    // (node, as the test's own processes are reached the other way round)
+    ['ip', ['netns', 'exec', pns, process.execPath, '-e', `
+      const s = require('net').connect({ host: '${NET}.254', port: Number(process.argv[1]) });
+      s.on('connect', () => process.exit(0)); s.on('error', (e) => { console.error(e.message); process.exit(1); });
+      setTimeout(() => { console.error('no connection in 5 s'); process.exit(1); }, 5000);`]],
+  ];
+  let why = null;
+  let listener = null;
   try {
-    sh('ip', ['netns', 'list']);
-  } catch {
-    return 'no ip netns';
+    for (const [cmd, args] of steps) {
+      if (args.includes(process.execPath)) {
+        // listen on the bridge's address for the connect step
+        const port = Number(sh(process.execPath, ['-e', `
+          const s = require('net').createServer(); s.listen(0, '${NET}.254', () => { console.log(s.address().port); s.close(); });`]).trim());
+        listener = spawn(process.execPath, ['-e', `require('net').createServer((c) => c.end()).listen(${port}, '${NET}.254'); setTimeout(() => process.exit(0), 8000);`], { stdio: 'ignore' });
+        // until it listens
+        const until = Date.now() + 5000;
+        for (;;) {
+          try {
+            sh(process.execPath, ['-e', `const s=require('net').connect(${port}, '${NET}.254'); s.on('connect',()=>process.exit(0)); s.on('error',()=>process.exit(1));`]);
+            break;
+          } catch {
+            if (Date.now() > until) throw Object.assign(new Error('the probe listener did not start'), { stderr: '' });
+          }
+        }
+        args.push(String(port));
+      }
+      try {
+        sh(cmd, args);
+      } catch (e) {
+        why = `\`${cmd} ${args.slice(0, 6).join(' ')}\` failed: ${(e.stderr || e.message || '').toString().trim().split('\n')[0]}`;
+        break;
+      }
+    }
+  } catch (e) {
+    why = e.message;
+  } finally {
+    if (listener) listener.kill('SIGKILL');
+    for (const [cmd, args] of [['ip', ['netns', 'del', pns]], ['ip', ['link', 'del', phv]], ['ip', ['link', 'del', pbr]]]) {
+      try {
+        sh(cmd, args);
+      } catch {
+        /* not made, or gone with its namespace */
+      }
+    }
   }
+  if (why) return why;
   try {
     sh('iptables', ['--version']);
   } catch {
@@ -177,7 +244,8 @@ test('partition: the isolated leader acknowledges nothing, the majority goes on,
   const why = available();
   if (why) {
     assert.ok(process.env.VX_REQUIRE_NETNS !== '1', `network namespaces are required here but unavailable: ${why}`);
-    t.skip(`needs root, ip netns and iptables (${why})`);
+    t.skip(`cannot make the test's network on this machine: ${why}`);
+    log(`SKIPPED: cannot make the test's network on this machine: ${why}`);
     return;
   }
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vx-partition-'));
