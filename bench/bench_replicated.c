@@ -150,7 +150,7 @@ static int one_run(uint32_t dim, uint32_t batch, int replicas, uint32_t points, 
     for (int i = 0; i < replicas; i++) {
         char dir[128];
         snprintf(dir, sizeof dir, "%s/n%d", root, i);
-        if (vx_node_new(&r->loop, addr[i], dir, &r->node[i], err) != 0) bench_fail("node: %s", err);
+        if (vx_node_new(&r->loop, addr[i], dir, "bench-cluster-secret", &r->node[i], err) != 0) bench_fail("node: %s", err);
         snprintf(dir, sizeof dir, "%s/n%d/shard", root, i);
         vx_shard_config cfg = {0};
         vx_index_config_default(&cfg.index, dim, VX_METRIC_L2);

@@ -14,8 +14,12 @@
 #
 # Ports from the base P: PD raft P..P+2, PD RPC P+10..P+12, worker raft
 # P+20..P+22, worker RPC P+30..P+32, gateway HTTP P+40.  Logs and data live
-# in DIR (NODE.log, NODE/).  VECTRON_CLUSTER_SECRET, when set, is passed to
-# every node; GW_FLAGS, when set at `up`, are extra flags for the gateway.
+# in DIR (NODE.log, NODE/).  The cluster secret that authenticates every
+# internal connection (RPC, Raft, snapshot streams) is VECTRON_CLUSTER_SECRET
+# when set at `up`, else 32 random bytes made there; either way it is kept in
+# DIR/cluster.secret (mode 0600) and passed to every node (and to `vectron
+# admin`: VECTRON_CLUSTER_SECRET=$(cat DIR/cluster.secret) vectron admin ...).
+# GW_FLAGS, when set at `up`, are extra flags for the gateway.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -102,6 +106,9 @@ load_env() {
   [ -f "$DIR/cluster.env" ] || die "$DIR has no cluster (run up first)"
   # shellcheck disable=SC1091
   . "$DIR/cluster.env"
+  [ -s "$DIR/cluster.secret" ] || die "$DIR has no cluster.secret (run up first)"
+  VECTRON_CLUSTER_SECRET=$(cat "$DIR/cluster.secret")
+  export VECTRON_CLUSTER_SECRET
 }
 
 case "$cmd" in
@@ -110,6 +117,11 @@ case "$cmd" in
     [ -x "$BIN" ] || die "$BIN is not built (cmake -S . -B build && cmake --build build)"
     mkdir -p "$DIR"
     printf 'BASE=%q\nBIN=%q\nGW_FLAGS=%q\n' "$BASE" "$BIN" "${GW_FLAGS:-}" >"$DIR/cluster.env"
+    if [ ! -s "$DIR/cluster.secret" ]; then
+      secret=${VECTRON_CLUSTER_SECRET:-$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')}
+      (umask 077 && printf '%s\n' "$secret" >"$DIR/cluster.secret")
+    fi
+    load_env
     for n in $NODES; do start_node "$n"; done
     pds="127.0.0.1:$((BASE + 10)),127.0.0.1:$((BASE + 11)),127.0.0.1:$((BASE + 12))"
     deadline=$((SECONDS + 60))

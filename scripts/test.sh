@@ -8,6 +8,7 @@
 #      same tests through `vectron gateway` in front of a local cluster
 #      (scripts/cluster.sh: 3 placement drivers, 3 workers); durability tests;
 #      auth tests (serve --auth on: forged credentials, RBAC matrix, rate limits);
+#      every internal port attacked with raw sockets (tests/api/security);
 #      a network partition of a 3-machine cluster (network namespaces, as root)
 #   4. ASan + UBSan build, all unit tests
 #   5. TSan build, the concurrency tests (ctest label "tsan")
@@ -44,6 +45,8 @@ section "durability: kill -9 and SIGTERM restarts of vectron serve"
 bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron"
 section "auth: forged credentials, the authorization matrix, sessions, rate limits, secrets"
 bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron" auth
+section "security: the Raft, snapshot and RPC ports attacked with raw sockets; no open default"
+bash "$ROOT/tests/api/durability/run.sh" "$ROOT/build/vectron" security
 section "a network partition: 3 machines in network namespaces, the shard leader cut off"
 # Needs root (network namespaces, a bridge, veth pairs, iptables).  The test
 # probes exactly what it will do (a small copy of its network) and reports

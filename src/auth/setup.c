@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "auth/setup.h"
 
+#include "base/handshake.h"
 #include "base/log.h"
 
 #include <sodium.h>
@@ -63,9 +64,11 @@ int vx_gate_setup_open(const vx_gate_setup *s, vx_gate **out)
         }
         if (given(s->jwt_secret_file) && (jwt = read_secret(s->jwt_secret_file, "jwt_secret_file")) == NULL) {
             wipe(admin);
+            vx_env_wipe("VECTRON_ADMIN_KEY");
             return 2;
         }
     }
+    vx_env_wipe("VECTRON_ADMIN_KEY"); /* read or not, not left in /proc/PID/environ */
     vx_gate_options go = {.enabled = on,
                           .admin_key = admin,
                           .jwt_secret = (const uint8_t *)jwt,

@@ -10,6 +10,7 @@
  * or SIGTERM, then stops accepting requests and lets those in flight end.
  */
 #define _GNU_SOURCE
+#include "base/handshake.h"
 #include "gateway/gateway.h"
 
 #include "base/err.h"
@@ -132,6 +133,17 @@ int vx_gateway_main(int argc, char **argv)
         return 2;
     }
     vx_log_init(stderr, vx_log_level_from_name(level));
+    static char secret[VX_SECRET_MAX];
+    {
+        char haddr[300], serr[512];
+        snprintf(haddr, sizeof haddr, "%s:%lu", host, port);
+        const char *listen[1] = {haddr};
+        if (vx_cluster_secret_take("vectron gateway", listen, 1, secret, sizeof secret, serr,
+                                   sizeof serr) != 0) {
+            vx_log(VX_LOG_ERROR, "start_failed", "message=%s", serr);
+            return 2;
+        }
+    }
     vx_gate_setup gs = {.mode = auth,
                         .host = host,
                         .admin_key_file = admin_file,
@@ -157,7 +169,7 @@ int vx_gateway_main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     vx_cluster_options co = {.pd_addrs = pd,
-                             .secret = getenv("VECTRON_CLUSTER_SECRET"),
+                             .secret = secret,
                              .topology_ttl_ms = (unsigned)ttl};
     vx_cluster *cl;
     char cerr[VX_CLUSTER_ERRMSG_LEN];

@@ -19,6 +19,7 @@
  * usage).  The cluster secret comes from VECTRON_CLUSTER_SECRET.
  */
 #define _GNU_SOURCE
+#include "base/handshake.h"
 #include "pd/admin.h"
 
 #include "base/err.h"
@@ -138,7 +139,18 @@ int vx_admin_main(int argc, char **argv)
     size_t n = 0;
     for (char *t = strtok_r(list, ",", &save); t && n < 16; t = strtok_r(NULL, ",", &save)) addrs[n++] = t;
     const char *cmd = argv[i++];
-    const char *secret = getenv("VECTRON_CLUSTER_SECRET");
+    static char secret_buf[VX_SECRET_MAX];
+    {
+        char serr[512];
+        /* a client listens nowhere: an empty secret is the caller's choice */
+        if (vx_cluster_secret_take("vectron admin", NULL, 0, secret_buf, sizeof secret_buf, serr,
+                                   sizeof serr) != 0) {
+            fprintf(stderr, "%s\n", serr);
+            free(list);
+            return 2;
+        }
+    }
+    const char *secret = secret_buf;
     char err[VX_PD_CLIENT_ERRMSG_LEN];
     ProtobufCMessage *resp = NULL;
     int rc = VX_EINVAL, out = 0;

@@ -10,6 +10,7 @@
  * (never a flag: flags show in `ps`).  Runs until SIGINT or SIGTERM.
  */
 #define _GNU_SOURCE
+#include "base/handshake.h"
 #include "pd/pd_main.h"
 
 #include "base/err.h"
@@ -164,7 +165,19 @@ int vx_pd_main(int argc, char **argv)
         fprintf(stderr, "vectron pd: --id %" PRIu64 " is not in --peers\n", o.id);
         return 2;
     }
-    o.secret = getenv("VECTRON_CLUSTER_SECRET");
+    static char secret[VX_SECRET_MAX];
+    {
+        const char *self_rpc = NULL;
+        for (unsigned i = 0; i < o.npeers; i++)
+            if (o.peers[i].id == o.id) self_rpc = o.peers[i].rpc_address;
+        const char *listen[2] = {self_raft, self_rpc};
+        char serr[512];
+        if (vx_cluster_secret_take("vectron pd", listen, 2, secret, sizeof secret, serr, sizeof serr) != 0) {
+            fprintf(stderr, "%s\n", serr);
+            return 2;
+        }
+    }
+    o.secret = secret;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "vectron pd: cannot create %s: %s\n", dir, strerror(errno));
         return 1;
@@ -173,7 +186,7 @@ int vx_pd_main(int argc, char **argv)
     pd_proc p = {0};
     uv_loop_init(&p.loop);
     char err[VX_PD_ERRMSG_LEN];
-    if (vx_node_new(&p.loop, self_raft, dir, &p.node, err) != 0) {
+    if (vx_node_new(&p.loop, self_raft, dir, secret, &p.node, err) != 0) {
         fprintf(stderr, "vectron pd: node host on %s: %s\n", self_raft, err);
         return 1;
     }

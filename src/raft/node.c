@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <sys/stat.h>
 
 #include "raft/node_internal.h"
@@ -41,17 +42,119 @@ int vx_parse_address(const char *address, struct sockaddr_storage *sa)
     return VX_EINVAL;
 }
 
+/* ---- the handshake's messages (node.h) ------------------------------------------------ */
+
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint32_t get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static void challenge(uint8_t ch[CH_LEN])
+{
+    put32(ch, CH_MAGIC);
+    put32(ch + 4, HS_VERSION);
+    vx_hs_nonce(ch + 8);
+}
+
+size_t vx_hs_connect_msg(const vx_node *n, uint32_t magic, uint64_t gid, uint64_t id, uint64_t arg,
+                         const uint8_t ch[CH_LEN], uint8_t *out, uint8_t cnonce[VX_HS_NONCE_LEN])
+{
+    if (get32(ch) != CH_MAGIC || get32(ch + 4) != HS_VERSION) return 0;
+    size_t alen = strlen(n->address);
+    put32(out, magic);
+    put32(out + 4, HS_VERSION);
+    put64(out + 8, gid);
+    put64(out + 16, id);
+    put64(out + 24, arg);
+    put32(out + 32, (uint32_t)alen);
+    put32(out + 36, 0);
+    memcpy(out + HS_FIXED, n->address, alen);
+    size_t claim = HS_FIXED + alen;
+    vx_hs_nonce(cnonce);
+    memcpy(out + claim, cnonce, VX_HS_NONCE_LEN);
+    vx_hs_tag(n->secret, n->secret_len, HS_LABEL_CONNECTOR, ch + 8, cnonce, out, claim,
+              out + claim + VX_HS_NONCE_LEN);
+    return claim + HS_TAIL;
+}
+
+size_t vx_hs_msg_len(const uint8_t fixed[HS_FIXED])
+{
+    uint32_t magic = get32(fixed), version = get32(fixed + 4), alen = get32(fixed + 32);
+    if ((magic != HS_MAGIC && magic != SN_MAGIC) || version != HS_VERSION || alen == 0 ||
+        alen > HS_ADDR_MAX || get32(fixed + 36) != 0)
+        return 0;
+    return HS_FIXED + alen + HS_TAIL;
+}
+
+bool vx_hs_check(const vx_node *n, const uint8_t ch[CH_LEN], const uint8_t *msg, size_t len,
+                 vx_hs_claim *out)
+{
+    if (len < HS_FIXED || vx_hs_msg_len(msg) != len) return false;
+    size_t claim = len - HS_TAIL;
+    const uint8_t *cnonce = msg + claim, *tag = cnonce + VX_HS_NONCE_LEN;
+    if (!vx_hs_verify(n->secret, n->secret_len, HS_LABEL_CONNECTOR, ch + 8, cnonce, msg, claim, tag))
+        return false;
+    out->magic = get32(msg);
+    out->gid = get64(msg + 8);
+    out->id = get64(msg + 16);
+    out->arg = get64(msg + 24);
+    out->claim_len = claim;
+    out->cnonce = cnonce;
+    memcpy(out->address, msg + HS_FIXED, claim - HS_FIXED);
+    out->address[claim - HS_FIXED] = '\0';
+    return true;
+}
+
+void vx_hs_proof(const vx_node *n, const uint8_t ch[CH_LEN], const uint8_t *msg, const vx_hs_claim *cl,
+                 uint8_t ok[OK_LEN])
+{
+    put32(ok, OK_MAGIC);
+    put32(ok + 4, HS_VERSION);
+    vx_hs_tag(n->secret, n->secret_len, HS_LABEL_ACCEPTOR, ch + 8, cl->cnonce, msg, cl->claim_len, ok + 8);
+}
+
+bool vx_hs_accepted(const vx_node *n, const uint8_t ch[CH_LEN], const uint8_t *msg, size_t msg_len,
+                    const uint8_t ok[OK_LEN])
+{
+    if (msg_len < HS_FIXED + HS_TAIL || get32(ok) != OK_MAGIC || get32(ok + 4) != HS_VERSION)
+        return false;
+    size_t claim = msg_len - HS_TAIL;
+    return vx_hs_verify(n->secret, n->secret_len, HS_LABEL_ACCEPTOR, ch + 8, msg + claim, msg, claim,
+                        ok + 8);
+}
+
 /* ---- outgoing connections ------------------------------------------------------------- */
 
+/* A Raft connection being made: connect, read the acceptor's challenge,
+ * send the handshake, read the acceptor's proof, then hand the stream to
+ * libraft.  A deadline bounds it all; a transport that closes cancels it. */
 typedef struct out_conn {
     vx_group *g;
     struct raft_uv_connect *req;
     raft_uv_connect_cb cb;
     uv_tcp_t *tcp; /* raft_malloc'd: handed to libraft on success */
+    uv_timer_t timer;
     uv_connect_t connect;
     uv_write_t write;
-    uint8_t hs[HS_FIXED + HS_ADDR_MAX];
+    struct out_conn *next; /* in g->out_conns */
+    int phase;             /* 0 connecting, 1 reading the challenge, 2 writing, 3 reading the proof */
+    bool done;
+    unsigned open; /* handles not yet closed (tcp while ours, timer) */
     int status;
+    uint8_t ch[CH_LEN], ok[OK_LEN], cnonce[VX_HS_NONCE_LEN];
+    size_t got;
+    uint8_t hs[HS_MAX];
+    size_t hs_len;
 } out_conn;
 
 static void transport_maybe_closed(vx_group *g)
@@ -63,63 +166,130 @@ static void transport_maybe_closed(vx_group *g)
     }
 }
 
-static void out_conn_failed_close_cb(uv_handle_t *h)
+static void out_conn_unlink(out_conn *c)
 {
-    out_conn *c = h->data;
+    for (out_conn **pp = &c->g->out_conns; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            return;
+        }
+}
+
+/* the last of its handles closed: report and free */
+static void out_conn_release(out_conn *c)
+{
+    if (--c->open > 0) return;
     vx_group *g = c->g;
-    raft_free(c->tcp);
-    c->cb(c->req, NULL, c->status);
+    if (c->status != 0) c->cb(c->req, NULL, c->status);
     free(c);
     g->pending_connects--;
     transport_maybe_closed(g);
 }
 
+static void out_tcp_closed(uv_handle_t *h)
+{
+    out_conn *c = h->data;
+    raft_free(h);
+    out_conn_release(c);
+}
+
+static void out_timer_closed(uv_handle_t *h) { out_conn_release(h->data); }
+
 static void out_conn_fail(out_conn *c, int status)
 {
+    if (c->done) return;
+    c->done = true;
     c->status = status;
-    uv_close((uv_handle_t *)c->tcp, out_conn_failed_close_cb);
+    out_conn_unlink(c);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, out_timer_closed);
+    uv_close((uv_handle_t *)c->tcp, out_tcp_closed);
+}
+
+static void out_conn_succeed(out_conn *c)
+{
+    c->done = true;
+    out_conn_unlink(c);
+    uv_timer_stop(&c->timer);
+    uv_tcp_t *tcp = c->tcp;
+    tcp->data = NULL;
+    c->cb(c->req, (uv_stream_t *)tcp, 0); /* libraft owns the stream now */
+    c->open--;                             /* the stream is no longer ours to close */
+    uv_close((uv_handle_t *)&c->timer, out_timer_closed);
+}
+
+static void out_timeout_cb(uv_timer_t *t) { out_conn_fail(t->data, RAFT_NOCONNECTION); }
+
+static void out_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    out_conn *c = h->data;
+    (void)suggested;
+    /* exactly what the handshake still lacks: never a byte of Raft traffic */
+    uint8_t *base = c->phase == 1 ? c->ch : c->ok;
+    size_t want = c->phase == 1 ? CH_LEN : OK_LEN;
+    *buf = uv_buf_init((char *)base + c->got, (unsigned)(want - c->got));
+}
+
+static void out_conn_write_cb(uv_write_t *w, int status);
+
+static void out_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    out_conn *c = s->data;
+    (void)buf;
+    if (c == NULL || c->done) return;
+    if (nread < 0 || c->g->transport_closing) {
+        out_conn_fail(c, c->g->transport_closing ? RAFT_CANCELED : RAFT_NOCONNECTION);
+        return;
+    }
+    c->got += (size_t)nread;
+    if (c->phase == 1) {
+        if (c->got < CH_LEN) return;
+        uv_read_stop(s);
+        vx_group *g = c->g;
+        c->hs_len = vx_hs_connect_msg(g->node, HS_MAGIC, g->gid, g->id, 0, c->ch, c->hs, c->cnonce);
+        if (c->hs_len == 0) {
+            out_conn_fail(c, RAFT_NOCONNECTION); /* not a Vectron node of this version */
+            return;
+        }
+        c->phase = 2;
+        c->got = 0;
+        uv_buf_t b = uv_buf_init((char *)c->hs, (unsigned)c->hs_len);
+        c->write.data = c;
+        if (uv_write(&c->write, s, &b, 1, out_conn_write_cb) != 0) out_conn_fail(c, RAFT_NOCONNECTION);
+        return;
+    }
+    if (c->got < OK_LEN) return;
+    uv_read_stop(s);
+    if (!vx_hs_accepted(c->g->node, c->ch, c->hs, c->hs_len, c->ok)) {
+        out_conn_fail(c, RAFT_NOCONNECTION); /* the acceptor does not hold the secret */
+        return;
+    }
+    out_conn_succeed(c);
 }
 
 static void out_conn_write_cb(uv_write_t *w, int status)
 {
     out_conn *c = w->data;
-    vx_group *g = c->g;
-    if (status != 0 || g->transport_closing) {
-        out_conn_fail(c, g->transport_closing ? RAFT_CANCELED : RAFT_NOCONNECTION);
+    if (c->done) return;
+    if (status != 0 || c->g->transport_closing) {
+        out_conn_fail(c, c->g->transport_closing ? RAFT_CANCELED : RAFT_NOCONNECTION);
         return;
     }
-    uv_stream_t *stream = (uv_stream_t *)c->tcp;
-    c->cb(c->req, stream, 0); /* libraft owns the stream now */
-    free(c);
-    g->pending_connects--;
-    transport_maybe_closed(g);
+    c->phase = 3;
+    if (uv_read_start((uv_stream_t *)c->tcp, out_alloc_cb, out_read_cb) != 0)
+        out_conn_fail(c, RAFT_NOCONNECTION);
 }
 
 static void out_conn_connect_cb(uv_connect_t *req, int status)
 {
     out_conn *c = req->data;
+    if (c->done) return;
     if (status != 0 || c->g->transport_closing) {
         out_conn_fail(c, c->g->transport_closing ? RAFT_CANCELED : RAFT_NOCONNECTION);
         return;
     }
-    size_t alen = strlen(c->g->node->address);
-    uint32_t u32;
-    uint64_t u64;
-    u32 = HS_MAGIC;
-    memcpy(c->hs, &u32, 4);
-    u32 = HS_VERSION;
-    memcpy(c->hs + 4, &u32, 4);
-    u64 = c->g->gid;
-    memcpy(c->hs + 8, &u64, 8);
-    u64 = c->g->id;
-    memcpy(c->hs + 16, &u64, 8);
-    u32 = (uint32_t)alen;
-    memcpy(c->hs + 24, &u32, 4);
-    memset(c->hs + 28, 0, 4);
-    memcpy(c->hs + HS_FIXED, c->g->node->address, alen);
-    uv_buf_t buf = uv_buf_init((char *)c->hs, (unsigned)(HS_FIXED + alen));
-    c->write.data = c;
-    if (uv_write(&c->write, (uv_stream_t *)c->tcp, &buf, 1, out_conn_write_cb) != 0)
+    c->phase = 1;
+    if (uv_read_start((uv_stream_t *)c->tcp, out_alloc_cb, out_read_cb) != 0)
         out_conn_fail(c, RAFT_NOCONNECTION);
 }
 
@@ -144,11 +314,17 @@ static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, r
     c->req = req;
     c->cb = cb;
     c->tcp = tcp;
+    c->open = 2;
     uv_tcp_init(g->node->loop, tcp);
     uv_tcp_nodelay(tcp, 1);
     tcp->data = c;
+    uv_timer_init(g->node->loop, &c->timer);
+    c->timer.data = c;
     c->connect.data = c;
+    c->next = g->out_conns;
+    g->out_conns = c;
     g->pending_connects++;
+    uv_timer_start(&c->timer, out_timeout_cb, HS_TIMEOUT_MS, 0);
     int rv = uv_tcp_connect(&c->connect, tcp, (struct sockaddr *)&sa, out_conn_connect_cb);
     if (rv != 0) {
         out_conn_fail(c, RAFT_NOCONNECTION); /* reports through cb, as libraft expects */
@@ -177,29 +353,88 @@ static void t_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
     g->accept_cb = NULL;
     g->transport_closing = true;
     g->transport_close_cb = cb;
-    transport_maybe_closed(g); /* pending connects report RAFT_CANCELED as they end */
+    while (g->out_conns) out_conn_fail(g->out_conns, RAFT_CANCELED); /* each unlinks itself */
+    transport_maybe_closed(g); /* the cancelled connects report as their handles close */
 }
 
 /* ---- incoming connections -------------------------------------------------------------- */
 
+/* A connection being accepted: the challenge is sent at once; then exactly
+ * the handshake's bytes are read (never a byte more), its tag checked, the
+ * named group found and the sender's server id checked against the group's
+ * configuration; only then does anything reach libraft or the snapshot
+ * sender.  Anything else, or a deadline passed, closes the connection
+ * without a word. */
 typedef struct in_conn {
     vx_node *node;
+    struct in_conn *prev, *next; /* in node->in_conns */
     uv_tcp_t *tcp; /* raft_malloc'd */
-    uint8_t hs[HS_FIXED + HS_ADDR_MAX + 1];
+    uv_timer_t timer;
+    uv_write_t ch_write;
+    unsigned open; /* handles and writes not yet finished */
+    bool done;
+    uint8_t ch[CH_LEN];
+    uint8_t hs[HS_MAX + 1];
     size_t got, want;
 } in_conn;
 
-static void in_conn_close_cb(uv_handle_t *h)
+typedef struct ok_write {
+    uv_write_t w;
+    uint8_t ok[OK_LEN];
+} ok_write;
+
+static void node_maybe_closed(vx_node *n);
+
+static void in_conn_release(in_conn *c)
 {
-    in_conn *c = h->data;
-    raft_free(c->tcp);
+    if (--c->open > 0) return;
+    vx_node *n = c->node;
+    n->pending_in--;
     free(c);
+    if (n->closing) node_maybe_closed(n);
 }
 
-static void in_conn_reject(in_conn *c)
+static void in_tcp_closed(uv_handle_t *h)
 {
-    uv_read_stop((uv_stream_t *)c->tcp);
-    uv_close((uv_handle_t *)c->tcp, in_conn_close_cb);
+    in_conn *c = h->data;
+    raft_free(h);
+    in_conn_release(c);
+}
+
+static void in_timer_closed(uv_handle_t *h) { in_conn_release(h->data); }
+
+static void in_conn_end(in_conn *c, bool close_tcp)
+{
+    if (c->done) return;
+    c->done = true;
+    if (c->prev) c->prev->next = c->next;
+    else c->node->in_conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, in_timer_closed);
+    if (close_tcp) {
+        uv_read_stop((uv_stream_t *)c->tcp);
+        uv_close((uv_handle_t *)c->tcp, in_tcp_closed);
+    } else {
+        c->open--; /* the stream went to libraft or the snapshot sender */
+    }
+}
+
+static void in_conn_reject(in_conn *c) { in_conn_end(c, true); }
+
+static void in_timeout_cb(uv_timer_t *t) { in_conn_reject(t->data); }
+
+static void in_ch_written(uv_write_t *w, int status)
+{
+    in_conn *c = w->data;
+    if (status != 0 && !c->done) in_conn_reject(c);
+    in_conn_release(c);
+}
+
+static void ok_written(uv_write_t *w, int status)
+{
+    (void)status;
+    free(w->data);
 }
 
 static void in_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -210,10 +445,24 @@ static void in_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init((char *)c->hs + c->got, (unsigned)(c->want - c->got));
 }
 
+/* May server `id` talk to group g?  A member of its configuration other than
+ * itself; or anyone holding the secret while the group has no configuration
+ * yet (a new replica learns it from the leader's first message). */
+static bool peer_known(const vx_group *g, uint64_t id)
+{
+    if (!g->raft_inited || id == 0 || id == g->id) return false;
+    const struct raft_configuration *cf = &g->raft.configuration;
+    if (cf->n == 0) return true;
+    for (unsigned i = 0; i < cf->n; i++)
+        if (cf->servers[i].id == id) return true;
+    return false;
+}
+
 static void in_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     in_conn *c = s->data;
     (void)buf;
+    if (c == NULL || c->done) return;
     if (nread < 0) {
         in_conn_reject(c);
         return;
@@ -221,75 +470,109 @@ static void in_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->got += (size_t)nread;
     if (c->got < c->want) return;
     if (c->want == HS_FIXED) {
-        uint32_t magic, version, alen;
-        memcpy(&magic, c->hs, 4);
-        memcpy(&version, c->hs + 4, 4);
-        memcpy(&alen, c->hs + 24, 4);
-        if (magic == SN_MAGIC && version == HS_VERSION) { /* snapshot data, not Raft */
-            uint64_t gid, min_index;
-            memcpy(&gid, c->hs + 8, 8);
-            memcpy(&min_index, c->hs + 16, 8);
-            vx_group *g = vx_node_find_group(c->node, gid);
-            uv_read_stop(s);
-            if (g != NULL && !c->node->closing) vx_group_serve_snapshot(g, c->tcp, min_index);
-            in_conn_reject(c); /* the serving thread has its own descriptor */
-            return;
-        }
-        if (magic != HS_MAGIC || version != HS_VERSION || alen == 0 || alen > HS_ADDR_MAX) {
+        if ((c->want = vx_hs_msg_len(c->hs)) == 0) {
             in_conn_reject(c);
             return;
         }
-        c->want = HS_FIXED + alen;
         return;
     }
     uv_read_stop(s);
-    uint64_t gid, id;
-    memcpy(&gid, c->hs + 8, 8);
-    memcpy(&id, c->hs + 16, 8);
-    c->hs[c->want] = '\0';
-    vx_group *g = vx_node_find_group(c->node, gid);
-    if (g == NULL || g->accept_cb == NULL || c->node->closing) {
+    vx_node *n = c->node;
+    vx_hs_claim cl;
+    if (!vx_hs_check(n, c->ch, c->hs, c->want, &cl)) {
         in_conn_reject(c);
         return;
     }
+    vx_group *g = vx_node_find_group(n, cl.gid);
+    if (g == NULL || n->closing || !peer_known(g, cl.id) ||
+        (cl.magic == HS_MAGIC && g->accept_cb == NULL)) {
+        in_conn_reject(c);
+        return;
+    }
+    uint8_t ok[OK_LEN];
+    vx_hs_proof(n, c->ch, c->hs, &cl, ok);
+    if (cl.magic == SN_MAGIC) { /* snapshot data, not Raft: its thread sends the proof first */
+        vx_group_serve_snapshot(g, c->tcp, cl.arg, ok);
+        in_conn_reject(c); /* the serving thread has its own descriptor */
+        return;
+    }
+    ok_write *w = malloc(sizeof *w);
+    if (w == NULL) {
+        in_conn_reject(c);
+        return;
+    }
+    memcpy(w->ok, ok, OK_LEN);
+    w->w.data = w;
+    uv_buf_t b = uv_buf_init((char *)w->ok, OK_LEN);
+    if (uv_write(&w->w, s, &b, 1, ok_written) != 0) {
+        free(w);
+        in_conn_reject(c);
+        return;
+    }
+    /* libraft's writes queue behind the proof on the same stream */
     uv_tcp_t *tcp = c->tcp;
-    char address[HS_ADDR_MAX + 1];
-    memcpy(address, c->hs + HS_FIXED, c->want - HS_FIXED + 1);
-    free(c);
+    in_conn_end(c, false);
     tcp->data = NULL;
-    g->accept_cb(&g->transport, id, address, (uv_stream_t *)tcp); /* libraft owns it */
+    g->accept_cb(&g->transport, cl.id, cl.address, (uv_stream_t *)tcp); /* libraft owns it */
 }
+
+static void raft_free_handle(uv_handle_t *h) { raft_free(h); }
 
 static void on_connection(uv_stream_t *server, int status)
 {
     vx_node *n = server->data;
     if (status != 0 || n->closing) return;
-    in_conn *c = calloc(1, sizeof(*c));
     uv_tcp_t *tcp = raft_malloc(sizeof(*tcp));
-    if (c == NULL || tcp == NULL) {
+    if (tcp == NULL) return;
+    uv_tcp_init(n->loop, tcp);
+    in_conn *c = n->pending_in < HS_MAX_PENDING ? calloc(1, sizeof(*c)) : NULL;
+    tcp->data = c;
+    if (uv_accept(server, (uv_stream_t *)tcp) != 0 || c == NULL) {
         free(c);
-        raft_free(tcp);
+        tcp->data = NULL;
+        uv_close((uv_handle_t *)tcp, raft_free_handle);
         return;
     }
+    n->pending_in++;
     c->node = n;
+    c->next = n->in_conns;
+    if (c->next) c->next->prev = c;
+    n->in_conns = c;
     c->tcp = tcp;
     c->want = HS_FIXED;
-    uv_tcp_init(n->loop, tcp);
-    tcp->data = c;
-    if (uv_accept(server, (uv_stream_t *)tcp) != 0 ||
-        uv_read_start((uv_stream_t *)tcp, in_alloc_cb, in_read_cb) != 0) {
-        uv_close((uv_handle_t *)tcp, in_conn_close_cb);
+    c->open = 3; /* tcp, timer, the challenge's write */
+    uv_timer_init(n->loop, &c->timer);
+    c->timer.data = c;
+    uv_timer_start(&c->timer, in_timeout_cb, HS_TIMEOUT_MS, 0);
+    uv_tcp_nodelay(tcp, 1);
+    challenge(c->ch);
+    c->ch_write.data = c;
+    uv_buf_t b = uv_buf_init((char *)c->ch, CH_LEN);
+    if (uv_write(&c->ch_write, (uv_stream_t *)tcp, &b, 1, in_ch_written) != 0) {
+        c->open--;
+        in_conn_reject(c);
         return;
     }
-    uv_tcp_nodelay(tcp, 1);
+    if (uv_read_start((uv_stream_t *)tcp, in_alloc_cb, in_read_cb) != 0) in_conn_reject(c);
 }
 
 /* ---- the node ------------------------------------------------------------------------------ */
 
-static void free_node_cb(uv_handle_t *h) { free(h->data); }
+static void free_secret(vx_node *n)
+{
+    if (n->secret) sodium_memzero(n->secret, n->secret_len);
+    free(n->secret);
+    n->secret = NULL;
+}
 
-int vx_node_new(uv_loop_t *loop, const char *address, const char *data_dir, vx_node **out,
-                char *errbuf)
+static void free_node_cb(uv_handle_t *h)
+{
+    free_secret(h->data);
+    free(h->data);
+}
+
+int vx_node_new(uv_loop_t *loop, const char *address, const char *data_dir, const char *secret,
+                vx_node **out, char *errbuf)
 {
     struct sockaddr_storage sa;
     if (strlen(address) >= 64 || vx_parse_address(address, &sa) != 0)
@@ -297,7 +580,14 @@ int vx_node_new(uv_loop_t *loop, const char *address, const char *data_dir, vx_n
     if (strlen(data_dir) >= 300 || vx_mkdir_p(data_dir) != 0)
         return vx_errf(errbuf, VX_NODE_ERRMSG_LEN, VX_EIO, "cannot create %s", data_dir);
     vx_node *n = calloc(1, sizeof(*n));
+    size_t slen = secret ? strlen(secret) : 0;
+    if (n != NULL && (n->secret = malloc(slen + 1)) == NULL) {
+        free(n);
+        n = NULL;
+    }
     if (n == NULL) return vx_errf(errbuf, VX_NODE_ERRMSG_LEN, VX_ENOMEM, "node");
+    if (slen) memcpy(n->secret, secret, slen);
+    n->secret_len = slen;
     n->loop = loop;
     snprintf(n->address, sizeof n->address, "%s", address);
     snprintf(n->dir, sizeof n->dir, "%s", data_dir);
@@ -580,7 +870,7 @@ static void listener_close_cb(uv_handle_t *h)
 
 static void node_maybe_closed(vx_node *n)
 {
-    if (n->open_groups > 0 || n->listener.data != NULL) return;
+    if (n->open_groups > 0 || n->listener.data != NULL || n->pending_in > 0) return;
     while (n->groups) {
         vx_group *g = n->groups;
         n->groups = g->next;
@@ -588,6 +878,7 @@ static void node_maybe_closed(vx_node *n)
     }
     void (*cb)(void *) = n->close_cb;
     void *data = n->close_data;
+    free_secret(n);
     free(n);
     if (cb) cb(data);
 }
@@ -641,6 +932,7 @@ void vx_node_close(vx_node *n, void (*cb)(void *data), void *data)
     n->closing = true;
     n->close_cb = cb;
     n->close_data = data;
+    while (n->in_conns) in_conn_reject(n->in_conns); /* each unlinks itself */
     uv_close((uv_handle_t *)&n->listener, listener_close_cb);
     for (vx_group *g = n->groups; g; g = g->next)
         if (!g->closed && !g->closing) {

@@ -4,16 +4,28 @@
  * A process (worker, placement driver, or `vectron serve`) runs one node
  * host.  It listens on ONE TCP address for all of its groups: every Raft
  * group gets its own struct raft_uv_transport (libraft's public transport
- * vtable) whose connections start with a handshake naming the group:
+ * vtable).  Every connection, Raft or snapshot data, starts with a mutual
+ * challenge-response on the cluster secret (base/handshake.h), all integers
+ * little-endian:
  *
- *   u32 magic "VXRH", u32 version (1), u64 group id, u64 sender raft id,
- *   u32 address length, u32 reserved, address bytes (the sender's node
- *   address, host:port)
+ *   acceptor:  "VXCH", u32 version (2), 32-byte nonce Na
+ *   connector: "VXRH" (Raft) or "VXSN" (snapshot data), u32 version, u64
+ *              group id, u64 its server id, u64 argument (VXSN: the
+ *              snapshot index wanted), u32 address length, u32 0, its node
+ *              address (host:port), 32-byte nonce Nc, 32-byte tag
+ *              HMAC(secret; "connector", Na, Nc, everything before Nc)
+ *   acceptor:  "VXOK", u32 version, 32-byte tag HMAC(secret; "acceptor",
+ *              Na, Nc, the same claim)
  *
- * The listener reads exactly those bytes (the libuv alloc callback never
- * offers more), so the Raft messages that follow on the stream are left for
- * libraft, then hands the stream to the named group's accept callback.  A
- * connection naming an unknown group, or with a bad magic, is closed.
+ * The acceptor reads exactly those bytes (the libuv alloc callback never
+ * offers more), checks the tag, finds the named group and checks that the
+ * sender's server id is in its configuration (any id while a new replica has
+ * none yet), and only then hands the stream to the group's accept callback
+ * (libraft) or to the snapshot sender; the connector checks the acceptor's
+ * tag before it sends a byte of Raft traffic or takes a byte of snapshot
+ * data.  Anything else, or a handshake not done within 5 s, closes the
+ * connection without a word; at most 256 handshakes are pending per node.
+ * What this does not do: encrypt (docs/security.md).
  *
  * Everything here runs on the loop thread.  Raft apply callbacks (the state
  * machines) run on it too; they must not block on index work (the shard
@@ -33,9 +45,12 @@
 typedef struct vx_node vx_node;
 typedef struct vx_group vx_group;
 
-/* Listen on `address` ("127.0.0.1:7001"); group data under data_dir. */
-int vx_node_new(uv_loop_t *loop, const char *address, const char *data_dir, vx_node **out,
-                char *errbuf);
+/* Listen on `address` ("127.0.0.1:7001"); group data under data_dir; every
+ * connection authenticated with `secret` (NUL-terminated; copied).  An empty
+ * or NULL secret authenticates nothing: only for nodes the caller keeps off
+ * the network (the roles refuse it beyond loopback). */
+int vx_node_new(uv_loop_t *loop, const char *address, const char *data_dir, const char *secret,
+                vx_node **out, char *errbuf);
 /* Close every group, then the listener; cb(data) runs when all is released. */
 void vx_node_close(vx_node *n, void (*cb)(void *data), void *data);
 const char *vx_node_address(vx_node *n);

@@ -64,6 +64,30 @@ static void set_timeouts(int fd)
 
 /* ---- fetching (the replica that lacks the data) ------------------------------- */
 
+static bool recv_all(int fd, uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = recv(fd, p, n, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        p += r;
+        n -= (size_t)r;
+    }
+    return true;
+}
+
+static bool send_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        p += r;
+        n -= (size_t)r;
+    }
+    return true;
+}
+
 static void *fetch_main(void *arg)
 {
     snap_fetch *f = arg;
@@ -90,17 +114,24 @@ static void *fetch_main(void *arg)
         goto close_fd;
     }
     set_timeouts(fd);
-    uint8_t hs[HS_FIXED] = {0};
-    uint32_t u32 = SN_MAGIC;
-    memcpy(hs, &u32, 4);
-    u32 = HS_VERSION;
-    memcpy(hs + 4, &u32, 4);
-    uint64_t u64 = g->gid;
-    memcpy(hs + 8, &u64, 8);
-    u64 = f->snap->index;
-    memcpy(hs + 16, &u64, 8);
-    if (send(fd, hs, sizeof hs, MSG_NOSIGNAL) != (ssize_t)sizeof hs) {
+    /* the handshake (node.h): the leader's challenge, our claim, its proof */
+    uint8_t ch[CH_LEN], ok[OK_LEN], msg[HS_MAX], cnonce[VX_HS_NONCE_LEN];
+    if (!recv_all(fd, ch, sizeof ch)) {
+        snprintf(f->err, sizeof f->err, "no handshake from %s", f->address);
+        goto close_fd;
+    }
+    size_t len = vx_hs_connect_msg(g->node, SN_MAGIC, g->gid, g->id, f->snap->index, ch, msg, cnonce);
+    if (len == 0) {
+        snprintf(f->err, sizeof f->err, "%s is not a node of this version", f->address);
+        goto close_fd;
+    }
+    if (send(fd, msg, len, MSG_NOSIGNAL) != (ssize_t)len) {
         snprintf(f->err, sizeof f->err, "send to %s: %s", f->address, strerror(errno));
+        goto close_fd;
+    }
+    if (!recv_all(fd, ok, sizeof ok) || !vx_hs_accepted(g->node, ch, msg, len, ok)) {
+        snprintf(f->err, sizeof f->err, "%s refused the handshake or does not hold the cluster secret",
+                 f->address);
         goto close_fd;
     }
     f->rc = g->snap_ops.receive(g->snap_ops.data, fd, f->snap->index, f->err);
@@ -218,6 +249,7 @@ typedef struct serve_arg {
     vx_group *g;
     int slot;
     uint64_t min_index;
+    uint8_t ok[OK_LEN]; /* the handshake's proof, sent before the data */
 } serve_arg;
 
 static void *serve_main(void *arg)
@@ -226,7 +258,8 @@ static void *serve_main(void *arg)
     vx_group *g = a->g;
     char err[VX_NODE_ERRMSG_LEN];
     int fd = g->serve_fds[a->slot];
-    int rc = g->snap_ops.serve(g->snap_ops.data, fd, a->min_index, err);
+    int rc = send_all(fd, a->ok, OK_LEN) ? g->snap_ops.serve(g->snap_ops.data, fd, a->min_index, err)
+                                         : vx_errf(err, sizeof err, VX_EIO, "the peer went away");
     if (rc != 0)
         fprintf(stderr, "group %" PRIu64 ": serving snapshot data: %s\n", g->gid, err);
     pthread_mutex_lock(&g->serve_mu);
@@ -261,7 +294,7 @@ static void serve_reap(vx_group *g, bool all)
 
 static void serve_async_cb(uv_async_t *a) { serve_reap(a->data, false); }
 
-void vx_group_serve_snapshot(vx_group *g, uv_tcp_t *tcp, uint64_t min_index)
+void vx_group_serve_snapshot(vx_group *g, uv_tcp_t *tcp, uint64_t min_index, const uint8_t ok[OK_LEN])
 {
     uv_os_fd_t ufd;
     if (g->snap_ops.serve == NULL || g->closing_io || uv_fileno((uv_handle_t *)tcp, &ufd) != 0)
@@ -280,7 +313,8 @@ void vx_group_serve_snapshot(vx_group *g, uv_tcp_t *tcp, uint64_t min_index)
     /* the duplicate shares the file description libuv made non-blocking */
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     set_timeouts(fd);
-    *a = (serve_arg){g, slot, min_index};
+    *a = (serve_arg){g, slot, min_index, {0}};
+    memcpy(a->ok, ok, OK_LEN);
     g->serve_fds[slot] = fd;
     g->serve_done[slot] = false;
     if (pthread_create(&g->serve_threads[slot], NULL, serve_main, a) != 0) {

@@ -17,6 +17,8 @@
  */
 #include "rpc/rpc.h"
 
+#include "base/handshake.h"
+
 #include "base/err.h"
 
 #include <errno.h>
@@ -89,15 +91,13 @@ static void put_header(uint8_t *h, size_t payload_len, uint32_t method, uint64_t
     put32(h + 16, (uint32_t)status);
 }
 
+/* The client's proof of the secret for the server's nonce (handshake.h). */
 static void hello_tag(const char *secret, size_t secret_len, const uint8_t *nonce,
-                      uint8_t tag[crypto_auth_hmacsha256_BYTES])
+                      uint8_t tag[VX_HS_TAG_LEN])
 {
-    crypto_auth_hmacsha256_state st;
-    crypto_auth_hmacsha256_init(&st, (const unsigned char *)(secret ? secret : ""),
-                                secret ? secret_len : 0);
-    crypto_auth_hmacsha256_update(&st, nonce, VX_RPC_NONCE_LEN);
-    crypto_auth_hmacsha256_final(&st, tag);
-    sodium_memzero(&st, sizeof st);
+    _Static_assert(VX_RPC_NONCE_LEN == VX_HS_NONCE_LEN, "one nonce size");
+    vx_hs_tag((const uint8_t *)secret, secret ? secret_len : 0, "vectron-rpc-v1 client", nonce,
+              NULL, NULL, 0, tag);
 }
 
 /* "host:port" -> host (NUL-terminated, < hostsz) and port string. */
@@ -459,7 +459,7 @@ static void on_connection(uv_stream_t *ls, int status)
     }
     put32(c->hello, VX_RPC_MAGIC);
     put32(c->hello + 4, VX_RPC_VERSION);
-    randombytes_buf(c->hello + 8, VX_RPC_NONCE_LEN);
+    vx_hs_nonce(c->hello + 8);
     hello_tag((const char *)s->secret, s->secret_len, c->hello + 8, c->expect);
     uv_buf_t b = uv_buf_init((char *)c->hello, HELLO_LEN);
     c->hello_wr.data = c;

@@ -11,6 +11,7 @@
 
 #include "base/err.h"
 #include "base/fsutil.h"
+#include "base/handshake.h"
 #include "base/pointid.h"
 #include "base/workpool.h"
 #include "raft/node.h"
@@ -24,6 +25,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -950,7 +952,15 @@ int vx_runtime_open(const vx_runtime_options *opt, vx_runtime **out, char *errbu
     rt->pd_fsm.on_restore = pd_restored;
     uv_loop_init(&rt->loop);
     snprintf(path, sizeof path, "%s/node", rt->dir);
-    rc = vx_node_new(&rt->loop, rt->address, path, &rt->node, err);
+    {
+        /* serve's groups have one voter, itself: nobody else has any business
+         * on its Raft port, so it takes a random secret nobody else knows
+         * (docs/security.md) */
+        char secret[65];
+        vx_hs_random_secret(secret, 32);
+        rc = vx_node_new(&rt->loop, rt->address, path, secret, &rt->node, err);
+        sodium_memzero(secret, sizeof secret);
+    }
     if (rc != 0) {
         vx_errf(errbuf, VX_RT_ERRMSG_LEN, rc, "%s", err);
         uv_run(&rt->loop, UV_RUN_NOWAIT);

@@ -9,6 +9,7 @@
  * janitor thread once no search holds it.
  */
 #define _GNU_SOURCE
+#include "base/handshake.h"
 #include "worker/worker.h"
 
 #include "base/err.h"
@@ -1301,8 +1302,15 @@ int vx_worker_main(int argc, char **argv)
     snprintf(w->rpc_addr, sizeof w->rpc_addr, "%s", rpc);
     snprintf(w->zone, sizeof w->zone, "%s", zone);
     snprintf(w->rack, sizeof w->rack, "%s", rack);
-    const char *sec = getenv("VECTRON_CLUSTER_SECRET");
-    snprintf(w->secret, sizeof w->secret, "%s", sec ? sec : "");
+    {
+        const char *listen[2] = {w->raft_addr, w->rpc_addr};
+        char serr[512];
+        if (vx_cluster_secret_take("vectron worker", listen, 2, w->secret, sizeof w->secret, serr,
+                                   sizeof serr) != 0) {
+            fprintf(stderr, "%s\n", serr);
+            return 2;
+        }
+    }
     w->pd_list = strdup(pd);
     char *save = NULL;
     for (char *t = strtok_r(w->pd_list, ",", &save); t && w->npd < 16; t = strtok_r(NULL, ",", &save))
@@ -1326,7 +1334,7 @@ int vx_worker_main(int argc, char **argv)
     char path[4096], err[VX_NODE_ERRMSG_LEN];
     snprintf(path, sizeof path, "%s/node", w->dir);
     vx_mkdir_p(path);
-    if (vx_node_new(&w->loop, w->raft_addr, path, &w->node, err) != 0) {
+    if (vx_node_new(&w->loop, w->raft_addr, path, w->secret, &w->node, err) != 0) {
         fprintf(stderr, "vectron worker: node host on %s: %s\n", w->raft_addr, err);
         return 1;
     }

@@ -173,7 +173,7 @@ static void child_main(const char *root, const char *addr, int out_fd)
     char dir[200], err[VX_NODE_ERRMSG_LEN];
     snprintf(dir, sizeof dir, "%s/child", root);
     vx_node *node;
-    if (vx_node_new(&C.loop, addr, dir, &node, err) != 0) _exit(2);
+    if (vx_node_new(&C.loop, addr, dir, "test-cluster-secret", &node, err) != 0) _exit(2);
     snprintf(dir, sizeof dir, "%s/child/shard", root);
     vx_shard_config cfg = shard_config();
     vx_shard *sh;
@@ -249,7 +249,7 @@ static void test_big_snapshot(void **state)
     char dir[200], err[VX_NODE_ERRMSG_LEN];
     snprintf(dir, sizeof dir, "%s/leader", root);
     vx_node *node;
-    assert_int_equal(vx_node_new(&P.loop, addr_a, dir, &node, err), 0);
+    assert_int_equal(vx_node_new(&P.loop, addr_a, dir, "test-cluster-secret", &node, err), 0);
     snprintf(dir, sizeof dir, "%s/leader/shard", root);
     vx_shard_config cfg = shard_config();
     vx_shard *sh;

@@ -226,7 +226,7 @@ int main(int argc, char **argv)
     uv_loop_init(&S.loop);
     vx_workpool_new(1, &S.pool);
     char err[256];
-    if (vx_node_new(&S.loop, addrs[S.id - 1], dir, &S.node, err) != 0) {
+    if (vx_node_new(&S.loop, addrs[S.id - 1], dir, "test-cluster-secret", &S.node, err) != 0) {
         fprintf(stderr, "node: %s\n", err);
         return 1;
     }

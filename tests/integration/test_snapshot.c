@@ -171,7 +171,7 @@ static void open_node(cluster *c, int n, bool bootstrap)
 {
     char dir[128], err[VX_NODE_ERRMSG_LEN], serr[VX_SHARD_ERRMSG_LEN];
     snprintf(dir, sizeof dir, "%s/n%d", c->root, n);
-    int rc = vx_node_new(&c->loop, c->addr[n], dir, &c->node[n], err);
+    int rc = vx_node_new(&c->loop, c->addr[n], dir, "test-cluster-secret", &c->node[n], err);
     if (rc) fprintf(stderr, "node: %s\n", err);
     assert_int_equal(rc, 0);
     snprintf(dir, sizeof dir, "%s/n%d/shard", c->root, n);

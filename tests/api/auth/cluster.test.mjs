@@ -111,7 +111,8 @@ test('credentials live in the placement driver: they survive its leader and reac
   const login = (await call(url, 'POST', '/v1/auth/login', { username: 'ann', password: 'correct horse battery' })).json.result;
 
   // kill -9 the PD leader, and restart the gateway: it has nothing but what a PD gives it
-  const status = JSON.parse(execFileSync(BIN, ['admin', '--pd', pds, 'status'], { encoding: 'utf8' }));
+  const secretEnv = { ...env, VECTRON_CLUSTER_SECRET: fs.readFileSync(path.join(dir, 'cluster.secret'), 'utf8').trim() };
+  const status = JSON.parse(execFileSync(BIN, ['admin', '--pd', pds, 'status'], { encoding: 'utf8', env: secretEnv }));
   const leader = status.leader_id;
   assert.ok(leader >= 1 && leader <= 3, `PD leader ${leader}`);
   node('kill', `pd${leader}`);

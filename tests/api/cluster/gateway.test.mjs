@@ -75,7 +75,9 @@ async function serveUp(port) {
 
 function admin(c, ...args) {
   const pds = [10, 11, 12].map((o) => `127.0.0.1:${c.base + o}`).join(',');
-  return JSON.parse(execFileSync(BIN, ['admin', '--pd', pds, ...args], { encoding: 'utf8' }));
+  // the cluster's secret, which cluster.sh keeps in its directory
+  const env = { ...process.env, VECTRON_CLUSTER_SECRET: fs.readFileSync(path.join(c.dir, 'cluster.secret'), 'utf8').trim() };
+  return JSON.parse(execFileSync(BIN, ['admin', '--pd', pds, ...args], { encoding: 'utf8', env }));
 }
 
 const base = 20000 + (SEED % 200) * 50;

@@ -44,10 +44,13 @@ const BR = `vxbr${tag}`;
 const ns = (i) => `vxp${tag}n${i}`;
 const ip = (i) => `${NET}.${i}`;
 const ADMIN_KEY = `adm-${crypto.randomBytes(16).toString('hex')}`;
+// the machines listen beyond loopback: every node refuses to start without a cluster secret
+const CLUSTER_SECRET = crypto.randomBytes(32).toString('hex');
 const H = { 'api-key': ADMIN_KEY };
 
 function sh(cmd, args, opts = {}) {
-  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  const env = { ...process.env, VECTRON_CLUSTER_SECRET: CLUSTER_SECRET }; // for vectron admin
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env, ...opts });
 }
 
 // Whether this machine can run the test, decided by doing what the test does
@@ -178,7 +181,7 @@ function start(i, name, args, extraEnv = {}) {
   const out = fs.openSync(path.join(dir, `${name}${i}.log`), 'a');
   const p = spawn('ip', ['netns', 'exec', ns(i), BIN, ...args], {
     stdio: ['ignore', out, out],
-    env: { ...process.env, VECTRON_ADMIN_KEY: ADMIN_KEY, ...extraEnv },
+    env: { ...process.env, VECTRON_ADMIN_KEY: ADMIN_KEY, VECTRON_CLUSTER_SECRET: CLUSTER_SECRET, ...extraEnv },
   });
   fs.closeSync(out);
   procs.push(p);

@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "base/err.h"
+#include "base/handshake.h"
 #include "rpc/rpc.h"
 #include "testutil.h"
 
@@ -352,11 +353,11 @@ static void raw_handshake(int fd, const char *secret)
     uint8_t hello[8 + VX_RPC_NONCE_LEN];
     assert_true(raw_read(fd, hello, sizeof hello));
     assert_memory_equal(hello, "VXRP\1\0\0\0", 8);
-    crypto_auth_hmacsha256_state st;
-    crypto_auth_hmacsha256_init(&st, (const unsigned char *)secret, strlen(secret));
-    crypto_auth_hmacsha256_update(&st, hello + 8, VX_RPC_NONCE_LEN);
+    uint8_t tag[VX_HS_TAG_LEN];
+    vx_hs_tag((const uint8_t *)secret, strlen(secret), "vectron-rpc-v1 client", hello + 8, NULL, NULL,
+              0, tag);
     memcpy(hello, "VXRP\1\0\0\0", 8);
-    crypto_auth_hmacsha256_final(&st, hello + 8);
+    memcpy(hello + 8, tag, sizeof tag);
     assert_true(raw_write(fd, hello, sizeof hello));
 }
 
@@ -1181,10 +1182,7 @@ static void *fake_main(void *arg)
     }
     memcpy(hello, "VXRP\1\0\0\0", 8);
     randombytes_buf(hello + 8, VX_RPC_NONCE_LEN);
-    crypto_auth_hmacsha256_state st;
-    crypto_auth_hmacsha256_init(&st, (const unsigned char *)"abc", 3);
-    crypto_auth_hmacsha256_update(&st, hello + 8, VX_RPC_NONCE_LEN);
-    crypto_auth_hmacsha256_final(&st, tag);
+    vx_hs_tag((const uint8_t *)"abc", 3, "vectron-rpc-v1 client", hello + 8, NULL, NULL, 0, tag);
     raw_write(fd, hello, sizeof hello);
     if (!raw_read(fd, hello, sizeof hello) || memcmp(hello, "VXRP\1\0\0\0", 8) != 0 ||
         memcmp(hello + 8, tag, 32) != 0)
