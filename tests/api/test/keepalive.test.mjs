@@ -92,7 +92,7 @@ test('kept-alive connections: no request lost around the idle timeout, whatever 
     assert.equal(warm.connects, 1, 'back-to-back requests share one connection');
     // a gap shorter than the announced timeout less the agent's 1 s margin: still reused
     if (T >= 2000) {
-      await sleep(T - 1000 - 500);
+      await sleep((T - 1000) / 2);
       await send((u, i) => ufetch(u, { ...i, dispatcher: warm }), 0, 'short gap');
       assert.equal(warm.connects, 1, 'a connection idle for less than the timeout is reused');
     }

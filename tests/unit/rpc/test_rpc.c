@@ -15,7 +15,8 @@
  * other request ids, bad lengths, a cut-short answer, no reading at all);
  * and the error paths of server_new and connect.  Waits poll with
  * deadlines.  Randomness comes from vx_test_seed (printed; VX_SEED to
- * replay).  The whole file runs in about a second.
+ * replay).  The whole file runs in about ten seconds, most of it spent
+ * waiting out the timeouts under test.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -51,7 +52,11 @@ enum {
     M_WORKER = 5, /* echoed by worker threads */
 };
 
-#define WAIT_MS 5000
+/* A deadline for what should happen soon (polls, raw socket timeouts, calls
+ * that must succeed): on an idle machine nothing comes near it; it is long
+ * because a loaded machine or a sanitizer build may stall a thread for
+ * seconds.  No test waits it out on success, so raising it costs nothing. */
+#define WAIT_MS 20000
 #define MAX_DEFER 4096
 
 #define WAIT_UNTIL(cond)                                                                           \
@@ -585,7 +590,10 @@ static void test_out_of_order_two_clients(void **state)
     (void)state;
     fx *f = fx_start(NULL);
     caller a, b;
-    caller_start(&a, f, "AAAAAAAA", WAIT_MS);
+    /* a's timeout outlasts the waits below (a loaded machine may stretch
+     * them to seconds), so a done before its own answer can only mean it
+     * was woken by b's answer, never that it timed out */
+    caller_start(&a, f, "AAAAAAAA", 60000);
     WAIT_UNTIL(deferred_count(f) == 1);
     caller_start(&b, f, "BBBBBBBB", WAIT_MS);
     WAIT_UNTIL(deferred_count(f) == 2);
@@ -707,7 +715,10 @@ static void test_oversized_frame(void **state)
 static void test_garbage_handshake(void **state)
 {
     (void)state;
-    vx_rpc_server_options opt = {.secret = "k", .secret_len = 1, .handshake_timeout_ms = 200};
+    /* short enough that the silence case below waits it out quickly, long
+     * enough that a busy machine still answers each raw client's garbage
+     * before it; raw_expect_eof waits WAIT_MS, well past it */
+    vx_rpc_server_options opt = {.secret = "k", .secret_len = 1, .handshake_timeout_ms = 2000};
     fx *f = fx_start(&opt);
 
     /* an HTTP client at the wrong port */
@@ -1129,7 +1140,8 @@ static void test_mux_failures(void **state)
         pthread_join(w[i].th, NULL);
         assert_int_equal(w[i].rv, VX_EIO);
     }
-    assert_true(vx_test_now() - t0 < 2.0); /* not their 60 s timeouts */
+    /* not their 60 s timeouts (generous: a loaded machine may be slow) */
+    assert_true(vx_test_now() - t0 < 20.0);
     assert_false(vx_rpc_mux_usable(m));
     assert_int_equal(vx_rpc_mux_call(m, M_ECHO, (const uint8_t *)"x", 1, WAIT_MS, &st, &r, &rl, NULL), VX_EIO);
     vx_rpc_mux_unref(m);
@@ -1188,7 +1200,11 @@ static void *fake_main(void *arg)
         memcmp(hello + 8, tag, 32) != 0)
         goto out;
     if (k->scenario == 3) {
-        double dl = vx_test_now() + WAIT_MS / 1000.0;
+        /* the test releases us only after its call has given up, which a
+         * loaded machine may delay well past WAIT_MS: wait longer than any
+         * test's own bound so that a slow run fails there, not here */
+        const int release_ms = 60000;
+        double dl = vx_test_now() + release_ms / 1000.0;
         while (!atomic_load(&k->release) && vx_test_now() < dl)
             usleep(1000);
         k->ok = atomic_load(&k->release);
@@ -1273,7 +1289,11 @@ static void test_mux_liveness(void **state)
     assert_int_equal(vx_rpc_mux_call(m, M_ECHO, (const uint8_t *)"x", 1, 60000, &st, &r, &rl, err), VX_EIO);
     took = vx_test_now() - t0;
     printf("silent peer given up after %.2f s: %s\n", took, err);
-    assert_true(took < (VX_RPC_MUX_PROBE_MS + VX_RPC_MUX_DEAD_MS) / 1000.0 + 1.0);
+    /* given up well before the call's own 60 s timeout; the expected time is
+     * VX_RPC_MUX_PROBE_MS + VX_RPC_MUX_DEAD_MS (about 3 s), but a loaded
+     * machine may run the reader late, so the bound only excludes the 60 s
+     * (the benchmark, not this test, is the place for tight numbers) */
+    assert_true(took < 20.0);
     assert_non_null(strstr(err, "ping"));
     assert_false(vx_rpc_mux_usable(m));
     vx_rpc_mux_unref(m);
@@ -1339,7 +1359,7 @@ static void test_client_against_fake_server(void **state)
     size_t rl;
     double t0 = vx_test_now();
     assert_int_equal(vx_rpc_client_call(c, M_ECHO, big, n, 200, &st, &r, &rl, err), VX_EIO);
-    assert_true(vx_test_now() - t0 < 2.0);
+    assert_true(vx_test_now() - t0 < 20.0); /* its 200 ms, not a hang (generous for slow runs) */
     assert_non_null(strstr(err, "timed out"));
     free(big);
     atomic_store(&k.release, true);
@@ -1385,7 +1405,7 @@ static void test_errors(void **state)
     double t0 = vx_test_now();
     assert_int_equal(vx_rpc_client_connect(mute, NULL, 0, 150, &c, err), VX_EIO);
     assert_non_null(strstr(err, "timed out"));
-    assert_true(vx_test_now() - t0 < 2.0);
+    assert_true(vx_test_now() - t0 < 20.0); /* its 150 ms, not a hang (generous for slow runs) */
     close(ls); /* now nothing listens there */
     assert_int_equal(vx_rpc_client_connect(mute, NULL, 0, WAIT_MS, &c, err), VX_EIO);
     fx_stop(f);
