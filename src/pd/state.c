@@ -573,7 +573,11 @@ static int apply_put_user(Vxpd__State *s, const Vxpd__CmdPutUser *c, vx_pd_resul
         vxpd__user__free_unpacked(old, NULL);
         s->users[pos] = u;
     } else {
-        u->token_gen = 1;
+        /* a generation no token of any earlier user of this name can carry:
+         * a user's generation never runs ahead of auth_epoch + 1 (each bump
+         * of it bumps auth_epoch too), and auth_epoch only grows, so a
+         * deleted and re-created user's old tokens never verify again */
+        u->token_gen = s->auth_epoch + 1;
         if (!push((void ***)&s->users, &s->n_users, u)) {
             vxpd__user__free_unpacked(u, NULL);
             return VX_ENOMEM;

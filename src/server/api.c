@@ -567,7 +567,10 @@ static int h_list_collections(ctx *c)
     jb_lit(&b, "{\"collections\":[");
     bool first = true;
     for (size_t i = 0; i < n; i++) {
-        if (c->who && !vx_gate_allows(c->who, VX_ROLE_READ, names[i])) continue; /* not its business */
+        if (c->who && !vx_gate_allows(c->who, VX_ROLE_READ, names[i])) { /* not its business */
+            free(names[i]);
+            continue;
+        }
         if (!first) jb_ch(&b, ',');
         first = false;
         jb_lit(&b, "{\"name\":");

@@ -63,6 +63,7 @@ typedef struct vx_api_response {
     const char *route; /* a static name for metrics and logs */
     const char *retry_after; /* a Retry-After header value, or NULL */
     char retry_buf[16];      /* where a computed Retry-After is kept */
+    bool close;              /* the transport closes the connection after it */
 } vx_api_response;
 
 void vx_api_handle(vx_api *api, const vx_api_request *req, vx_api_response *res);

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -88,6 +89,105 @@ static const char *peer_of(struct MHD_Connection *conn)
     return tl_peer;
 }
 
+/* ---- strict framing and clean text -------------------------------------------------------
+ * What a proxy in front of us and we could read differently is refused with
+ * 400 and the connection closed (request smuggling): more than one
+ * Content-Length or Transfer-Encoding, both at once, a header name with
+ * whitespace or nothing in it (libmicrohttpd keeps "Content-Length :" as a
+ * name of its own and would read the body as the next request).  A path or
+ * query argument that decodes to a control byte (%00 cut a collection name)
+ * is refused too, and so is a body that is not UTF-8 (JSON text must be;
+ * strict clients could not parse it back). */
+
+/* set by the unescape callback (it runs on the connection's own thread,
+ * while the request's line and headers are parsed), read and cleared when
+ * the request starts */
+static __thread bool tl_bad_url;
+
+static size_t unescape_cb(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    size_t n = MHD_http_unescape(s);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+            tl_bad_url = true;
+            break;
+        }
+    return n;
+}
+
+typedef struct framing {
+    int content_length, transfer_encoding;
+    bool bad_name;
+} framing;
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    framing *f = cls;
+    (void)kind;
+    (void)value;
+    if (key == NULL || key[0] == '\0' || strpbrk(key, " \t") != NULL) f->bad_name = true;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) f->content_length++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) f->transfer_encoding++;
+    return MHD_YES;
+}
+
+/* NULL when the request's framing is sound, else why not */
+static const char *framing_fault(struct MHD_Connection *conn)
+{
+    framing f = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &f);
+    if (f.bad_name) return "Bad request: a header name is empty or holds whitespace";
+    if (f.content_length > 1) return "Bad request: more than one Content-Length header";
+    if (f.transfer_encoding > 1) return "Bad request: more than one Transfer-Encoding header";
+    if (f.content_length && f.transfer_encoding)
+        return "Bad request: both Content-Length and Transfer-Encoding";
+    return NULL;
+}
+
+/* Well-formed UTF-8 (no overlong forms, no surrogates, at most U+10FFFF);
+ * ASCII, what nearly every body is, 8 bytes at a time. */
+static bool utf8_ok(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if ((w & 0x8080808080808080ull) == 0) {
+                i += 8;
+                continue;
+            }
+        }
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        unsigned lo = 0x80, hi = 0xbf;
+        if (c >= 0xc2 && c <= 0xdf) len = 2;
+        else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+            if (c == 0xe0) lo = 0xa0;
+            if (c == 0xed) hi = 0x9f; /* no surrogates */
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+            if (c == 0xf0) lo = 0x90;
+            if (c == 0xf4) hi = 0x8f; /* no more than U+10FFFF */
+        } else {
+            return false;
+        }
+        if (i + len > n || s[i + 1] < lo || s[i + 1] > hi) return false;
+        for (size_t k = 2; k < len; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xbf) return false;
+        i += len;
+    }
+    return true;
+}
+
 /* Request bodies start in a buffer of BODY_SMALL bytes; a connection's thread
  * keeps one such buffer between requests (freed when the thread ends), so a
  * stream of small requests (searches) does not allocate and free one per
@@ -139,7 +239,9 @@ static enum MHD_Result send_response(const vx_http *h, struct MHD_Connection *co
      * socket, and that request is lost with a reset.  Clients that read the
      * hint (undici, Node's http agent) stop reusing a connection a margin
      * before it runs out (undici: 1 s). */
-    if (res->route == NULL || strcmp(res->route, "too_large") != 0) /* that one closes */
+    if (res->close)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    else if (res->route == NULL || strcmp(res->route, "too_large") != 0) /* that one closes */
         MHD_add_response_header(r, "Keep-Alive", h->keep_alive);
     if (res->retry_after) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, res->retry_after);
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)res->status, r);
@@ -216,6 +318,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (st == NULL) return MHD_NO;
         clock_gettime(CLOCK_MONOTONIC, &st->t0);
         *con_cls = st;
+        const char *fault = framing_fault(conn);
+        if (fault == NULL && tl_bad_url)
+            fault = "Bad request: the path or a query argument holds a control character";
+        tl_bad_url = false;
+        if (fault != NULL) { /* answered now, and the connection closed: no body is read */
+            st->too_big = true;
+            char rid[17];
+            vx_log_request_id(rid);
+            vx_api_response res = {0};
+            vx_api_error(&res, 400, fault);
+            res.route = "bad_request";
+            res.close = true;
+            observe(h, method, "-", &res, rid, since(&st->t0));
+            return send_response(h, conn, &res, rid);
+        }
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl != NULL && strtoull(cl, NULL, 10) > h->max_body) {
@@ -269,6 +386,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         snprintf(msg, sizeof msg, "Payload too large: the body exceeds %zu bytes", h->max_body);
         vx_api_error(&res, 413, msg);
         res.route = "too_large";
+    } else if (st->len > 0 && !utf8_ok((const unsigned char *)st->buf, st->len)) {
+        vx_api_error(&res, 400, "Bad request: the body is not valid UTF-8 (JSON text must be)");
+        res.route = "bad_request";
     } else {
         atomic_fetch_add(&h->in_flight, 1);
         vx_api_request req = {.method = method,
@@ -337,7 +457,7 @@ int vx_http_start(const vx_http_options *opt, vx_api *api, vx_metrics *metrics, 
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)opt->conn_timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-        (unsigned)1, MHD_OPTION_END);
+        (unsigned)1, MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, h, MHD_OPTION_END);
     if (h->d == NULL) {
         free(h);
         return vx_errf(errbuf, VX_HTTP_ERRMSG_LEN, VX_EIO,

@@ -495,6 +495,34 @@ test('logins limited by count per address and per account, counted when received
   }
 });
 
+test('a deleted and re-created user gets a fresh identity: no token of the old one verifies', { timeout: 120000 }, async () => {
+  const s = await startServer('recreate');
+  await setupCollections(s, ['a']);
+  const pw = 'correct horse battery';
+  await ok(s, 'POST', '/v1/admin/users', { username: 'phoenix', password: pw, role: 'admin' });
+  const t1 = await ok(s, 'POST', '/v1/auth/login', { username: 'phoenix', password: pw }, {});
+  const t2 = await ok(s, 'POST', '/v1/auth/login', { username: 'phoenix', password: pw }, {});
+  await ok(s, 'POST', '/v1/auth/logout', { refresh_token: t2.refresh_token }, { authorization: `Bearer ${t2.access_token}` });
+  const bearer = (t) => ({ authorization: `Bearer ${t}` });
+  assert.equal((await call(s, 'GET', '/collections', undefined, bearer(t1.access_token))).status, 200);
+  await ok(s, 'DELETE', '/v1/admin/users/phoenix');
+  // the same name, the same password, a role that would matter
+  await ok(s, 'POST', '/v1/admin/users', { username: 'phoenix', password: pw, role: 'admin' });
+  for (const [what, t] of [['access token', t1.access_token], ['revoked session\'s access token', t2.access_token]])
+    assert.equal((await call(s, 'GET', '/collections', undefined, bearer(t))).text, UNAUTHORIZED, what);
+  for (const [what, t] of [['refresh token', t1.refresh_token], ['revoked refresh token', t2.refresh_token]])
+    assert.equal((await call(s, 'POST', '/v1/auth/refresh', { refresh_token: t })).text, UNAUTHORIZED, what);
+  // the new user's own login works
+  const t3 = await ok(s, 'POST', '/v1/auth/login', { username: 'phoenix', password: pw }, {});
+  assert.equal((await call(s, 'GET', '/collections', undefined, bearer(t3.access_token))).status, 200);
+  // and after a restart (the generation is replicated state, not memory)
+  s.proc.kill('SIGTERM');
+  await new Promise((r) => s.proc.once('exit', r));
+  const s2 = await restartOn(s);
+  assert.equal((await call(s2, 'GET', '/collections', undefined, bearer(t1.access_token))).text, UNAUTHORIZED);
+  assert.equal((await call(s2, 'GET', '/collections', undefined, bearer(t3.access_token))).status, 200);
+});
+
 test('no secret in the data dir, the log or an error body; the Qdrant client authenticates', { timeout: 120000 }, async () => {
   const s = await startServer('secrets', ['--rate-per-address', '0']);
   await setupCollections(s, ['a', 'b']);

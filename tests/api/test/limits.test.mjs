@@ -83,3 +83,48 @@ describe('transport limits', { timeout: 60000 }, () => {
     assert.ok(r.ms < T + 7000, `closed after ${r.ms} ms`);
   });
 });
+
+describe('strict framing and clean text (issue 13)', { timeout: 60000 }, () => {
+  const h = `Host: ${url.host}\r\n`;
+  const body = '{"vectors":{"size":2,"distance":"Dot"}}';
+  // each: 400 with a JSON error, then the connection closed (what a proxy
+  // and the server could read differently is never acted on)
+  const refused = [
+    ['two Content-Length headers', `PUT /collections/smuggle1 HTTP/1.1\r\n${h}Content-Type: application/json\r\nContent-Length: ${body.length}\r\nContent-Length: ${body.length}\r\n\r\n${body}`, /more than one Content-Length/],
+    ['whitespace before the colon', `PUT /collections/smuggle2 HTTP/1.1\r\n${h}Content-Type: application/json\r\nContent-Length : ${body.length}\r\n\r\n${body}`, /header name/],
+    ['Content-Length with Transfer-Encoding', `PUT /collections/smuggle3 HTTP/1.1\r\n${h}Content-Type: application/json\r\nContent-Length: ${body.length}\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`, /both Content-Length and Transfer-Encoding/],
+    ['%00 in a collection name', `GET /collections/smuggle4%00tail HTTP/1.1\r\n${h}\r\n`, /control character/],
+    ['a control byte in a query argument', `GET /collections/smuggle5?wait=%01 HTTP/1.1\r\n${h}\r\n`, /control character/],
+  ];
+  for (const [what, raw, msg] of refused) {
+    it(`${what}: 400 and the connection closed`, async () => {
+      const r = await rawExchange(raw, { waitMs: 15000 });
+      assert.match(r.data, /^HTTP\/1\.1 400 /, `${what}: ${r.data.slice(0, 200)}`);
+      assert.ok(r.closed, `${what}: the connection is closed`);
+      const text = r.data.slice(r.data.indexOf('\r\n\r\n') + 4);
+      assert.match(JSON.parse(text).status.error, msg);
+      assert.equal((r.data.match(/HTTP\/1\.1 /g) || []).length, 1, `${what}: one answer, no second request read from the body`);
+    });
+  }
+  it('nothing of the refused requests was acted on', async () => {
+    for (const n of ['smuggle1', 'smuggle2', 'smuggle3'])
+      assert.equal((await client.collectionExists(n)).exists, false, n);
+  });
+
+  it('a body that is not UTF-8 is 400 and changes nothing; multi-byte UTF-8 round-trips', async () => {
+    const c = await cols.create('utf8', { vectors: { size: 2, distance: 'Dot' } });
+    const bad = Buffer.concat([Buffer.from('{"points":[{"id":1,"vector":[1,2],"payload":{"s":"'), Buffer.from([0xff, 0xfe, 0xed, 0xa0, 0x80]), Buffer.from('"}}]}')]);
+    const res = await fetch(`${BASE_URL}/collections/${c}/points?wait=true`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: bad });
+    assert.equal(res.status, 400);
+    assert.match((await res.json()).status.error, /UTF-8/);
+    assert.equal((await client.count(c, { exact: true })).count, 0);
+    // an encoded surrogate (ED A0 80) alone is refused too
+    const sur = Buffer.concat([Buffer.from('{"points":[{"id":2,"vector":[1,2],"payload":{"s":"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}}]}')]);
+    assert.equal((await fetch(`${BASE_URL}/collections/${c}/points?wait=true`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: sur })).status, 400);
+    const s = 'héllo ✓ 😀 日本';
+    await client.upsert(c, { wait: true, points: [{ id: 3, vector: [1, 2], payload: { s } }] });
+    const [p] = await client.retrieve(c, { ids: [3], with_payload: true });
+    assert.equal(p.payload.s, s);
+    await cols.dropAll();
+  });
+});
