@@ -636,6 +636,21 @@ void vx_principal_clear(vx_principal *p)
     memset(p, 0, sizeof *p);
 }
 
+int vx_principal_copy(vx_principal *dst, const vx_principal *src)
+{
+    *dst = *src;
+    dst->scope = NULL;
+    if (src->scope == NULL) return 0;
+    size_t len = 0;
+    for (size_t i = 0; i < src->nscope; i++) len += strlen(src->scope + len) + 1;
+    if ((dst->scope = malloc(len ? len : 1)) == NULL) {
+        memset(dst, 0, sizeof *dst);
+        return VX_ENOMEM;
+    }
+    memcpy(dst->scope, src->scope, len);
+    return 0;
+}
+
 static int set_scope(vx_principal *p, const char *scope, size_t len, size_t n)
 {
     p->scope = NULL;

@@ -108,6 +108,8 @@ vx_gate_verdict vx_gate_authenticate(vx_gate *g, const char *api_key, const char
  * (login, refresh): LIMITED when it is empty. */
 vx_gate_verdict vx_gate_charge_address(vx_gate *g, const char *peer, int *retry_after_s);
 void vx_principal_clear(vx_principal *p);
+/* A copy of src (its own scope); VX_ENOMEM leaves dst cleared. */
+int vx_principal_copy(vx_principal *dst, const vx_principal *src);
 
 /* A login attempt from peer for account user, counted now (before any
  * password work) against both: LIMITED with *retry_after_s when either has

@@ -38,7 +38,10 @@ static void gw_usage(FILE *out)
             "  --host ADDR            HTTP listen address (default 127.0.0.1)\n"
             "  --port N               HTTP port (default 6333)\n"
             "  --max-body-bytes N     largest request body (default 33554432)\n"
-            "  --conn-timeout-s N     idle connections are closed after this (default 30)\n"
+            "  --conn-timeout-s N     a request's headers must arrive within N s of the connection\n"
+            "                         opening or the previous answer (default 30)\n"
+            "  --body-timeout-s N     and its body within N s of its headers (default 60)\n"
+            "  --max-connections-per-address N  open connections from one address (128; 0: no limit)\n"
             "  --http-threads N       connection limit / 64 (default 16)\n"
             "  --topology-ttl-ms N    routing table cache lifetime (default 2000)\n"
             "  --cache-mb N           search result cache, TinyLFU (default 64; 0: off)\n"
@@ -80,7 +83,7 @@ int vx_gateway_main(int argc, char **argv)
     unsigned long port = 6333, max_body = 32ul << 20, conn_timeout = 30, threads = 16, ttl = 2000, shard_ms = 50, cache_mb = 64,
                   cache_ttl = 200, access_ttl = 900, refresh_ttl = 604800, rate_key = 1000, burst_key = 2000,
                   rate_addr = 10, burst_addr = 20, auth_poll = 1000,
-                  login_addr = 20, login_acct = 10, login_win = 60;
+                  login_addr = 20, login_acct = 10, login_win = 60, body_timeout = 60, per_addr = 128;
     const char *auth = "auto", *admin_file = "none", *jwt_file = "none", *jwt_kid = "k1", *jwt_accept = "none";
     for (int i = 0; i < argc; i += 2) { /* flag value pairs */
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -99,6 +102,8 @@ int vx_gateway_main(int argc, char **argv)
         else if (!strcmp(f, "--port")) ok = num_flag(v, 65535, &port) && port > 0;
         else if (!strcmp(f, "--max-body-bytes")) ok = num_flag(v, 1ul << 31, &max_body) && max_body >= 1024;
         else if (!strcmp(f, "--conn-timeout-s")) ok = num_flag(v, 3600, &conn_timeout) && conn_timeout > 0;
+        else if (!strcmp(f, "--body-timeout-s")) ok = num_flag(v, 86400, &body_timeout) && body_timeout > 0;
+        else if (!strcmp(f, "--max-connections-per-address")) ok = num_flag(v, 1000000, &per_addr);
         else if (!strcmp(f, "--http-threads")) ok = num_flag(v, 1024, &threads) && threads > 0;
         else if (!strcmp(f, "--topology-ttl-ms")) ok = num_flag(v, 600000, &ttl) && ttl > 0;
         else if (!strcmp(f, "--shard-timeout-ms")) ok = num_flag(v, 3600000, &shard_ms) && shard_ms > 0;
@@ -203,7 +208,9 @@ int vx_gateway_main(int argc, char **argv)
                               .port = (uint16_t)port,
                               .max_body_bytes = max_body,
                               .conn_timeout_s = (unsigned)conn_timeout,
+                              .body_timeout_s = (unsigned)body_timeout,
                               .max_connections = (unsigned)threads * 64,
+                              .max_connections_per_address = (unsigned)per_addr,
                               .slow_query_ms = 500};
         char herr[VX_HTTP_ERRMSG_LEN];
         rc = vx_http_start(&ho, api, metrics, &http, herr);

@@ -1997,6 +1997,21 @@ static char *cache_key(const vx_api_request *req, size_t *len)
     return k;
 }
 
+int vx_api_headers(vx_api *api, const vx_api_request *req, vx_api_response *res, vx_principal *who)
+{
+    memset(res, 0, sizeof(*res));
+    memset(who, 0, sizeof *who);
+    if (api->gate == NULL || !vx_gate_enabled(api->gate)) return VX_API_UNGUARDED;
+    char *path = strdup(req->path);
+    if (path == NULL) return VX_API_OPEN; /* the full check runs with the (small) body */
+    char *seg[MAX_SEGS];
+    size_t n = split(path, seg);
+    int r = n < MAX_SEGS ? vx_api_gate_headers(api->gate, req, seg, n, res, who) : VX_API_OPEN;
+    free(path);
+    if (r == VX_API_REFUSED && res->route == NULL) res->route = "auth_refused";
+    return r;
+}
+
 void vx_api_handle(vx_api *api, const vx_api_request *req, vx_api_response *res)
 {
     memset(res, 0, sizeof(*res));

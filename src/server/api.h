@@ -53,6 +53,9 @@ typedef struct vx_api_request {
     const char *(*get_header)(void *ctx, const char *name);
     const char *peer; /* the client's address (rate limits); may be NULL */
     char rid[17];
+    /* the caller as vx_api_headers authenticated it from the headers, before
+     * the body was read (its rate was charged then); NULL: authenticate here */
+    const struct vx_principal *who;
 } vx_api_request;
 
 typedef struct vx_api_response {
@@ -67,6 +70,18 @@ typedef struct vx_api_response {
 } vx_api_response;
 
 void vx_api_handle(vx_api *api, const vx_api_request *req, vx_api_response *res);
+
+/* Before any body is read: authenticate and authorize the request from its
+ * method, path and headers alone (req->body is ignored).  VX_API_REFUSED:
+ * answered in res (401, 403, 429), read no body.  VX_API_AUTHED: *who is the
+ * caller (clear it after; hand it to vx_api_handle as req->who).
+ * VX_API_OPEN: a route that needs no credentials (health, /v1/auth): nobody
+ * is known, so the transport keeps its body small.  VX_API_UNGUARDED:
+ * authentication is off. */
+enum { VX_API_OPEN = 0, VX_API_AUTHED = 1, VX_API_REFUSED = 2, VX_API_UNGUARDED = 3 };
+struct vx_principal;
+int vx_api_headers(vx_api *api, const vx_api_request *req, vx_api_response *res,
+                   struct vx_principal *who);
 /* Authentication, authorization and rate limits (auth/gate.h) for every
  * request from now on, and the /v1/auth and /v1/admin routes.  Without a
  * gate (or with a disabled one) the API is open. */

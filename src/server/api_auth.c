@@ -427,6 +427,36 @@ static void admin_keys(vx_gate *g, const vx_backend *be, const vx_api_request *r
 
 /* ---- the gate ------------------------------------------------------------------------------- */
 
+int vx_api_gate_headers(vx_gate *g, const vx_api_request *req, char **seg, size_t n,
+                        vx_api_response *res, vx_principal *who)
+{
+    memset(who, 0, sizeof *who);
+    vx_role role;
+    const char *coll;
+    need_kind k = classify(req->method, seg, n, &role, &coll);
+    if (k == NEED_OPEN || k == AUTH_ROUTE) return VX_API_OPEN;
+    const char *hk = req->get_header ? req->get_header(req->arg_ctx, "api-key") : NULL;
+    const char *ha = req->get_header ? req->get_header(req->arg_ctx, "Authorization") : NULL;
+    int retry = 0;
+    vx_gate_verdict v = vx_gate_authenticate(g, hk, ha, req->peer, who, &retry);
+    if (v == VX_GATE_LIMITED || v == VX_GATE_BUSY) {
+        limited(res, retry);
+        return VX_API_REFUSED;
+    }
+    if (v != VX_GATE_OK) {
+        unauthorized(res);
+        return VX_API_REFUSED;
+    }
+    bool ok = k == NEED_ANY || (k == NEED_GLOBAL_ADMIN && vx_gate_allows(who, VX_ROLE_ADMIN, NULL)) ||
+              (k == NEED_ROLE && vx_gate_allows(who, role, coll));
+    if (!ok) {
+        forbidden(res, k == NEED_ROLE ? coll : NULL);
+        vx_principal_clear(who);
+        return VX_API_REFUSED;
+    }
+    return VX_API_AUTHED;
+}
+
 bool vx_api_gate(vx_gate *g, const vx_backend *be, const vx_api_request *req, char **seg, size_t n,
                  vx_api_response *res, vx_principal *who)
 {
@@ -442,7 +472,11 @@ bool vx_api_gate(vx_gate *g, const vx_backend *be, const vx_api_request *req, ch
     const char *hk = req->get_header ? req->get_header(req->arg_ctx, "api-key") : NULL;
     const char *ha = req->get_header ? req->get_header(req->arg_ctx, "Authorization") : NULL;
     int retry = 0;
-    vx_gate_verdict v = vx_gate_authenticate(g, hk, ha, req->peer, who, &retry);
+    vx_gate_verdict v;
+    if (req->who != NULL) /* authenticated from the headers already, and charged then */
+        v = vx_principal_copy(who, req->who) == 0 ? VX_GATE_OK : VX_GATE_BUSY;
+    else
+        v = vx_gate_authenticate(g, hk, ha, req->peer, who, &retry);
     if (v == VX_GATE_LIMITED || v == VX_GATE_BUSY) {
         limited(res, retry);
         return true;

@@ -32,5 +32,8 @@
  * false: go on with the handlers as *who (clear it after). */
 bool vx_api_gate(vx_gate *g, const vx_backend *be, const vx_api_request *req, char **seg, size_t n,
                  vx_api_response *res, vx_principal *who);
+/* vx_api_headers' check (api.h) on the split path. */
+int vx_api_gate_headers(vx_gate *g, const vx_api_request *req, char **seg, size_t n,
+                        vx_api_response *res, vx_principal *who);
 
 #endif

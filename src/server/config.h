@@ -71,6 +71,8 @@ typedef struct vx_config {
     /* Idle or slow connections are closed after this many seconds,
      * 1..86400.  Default 30. */
     unsigned conn_timeout_s;
+    unsigned body_timeout_s;
+    unsigned max_connections_per_address;
     /* Requests slower than this are logged at warn level, 0..3600000;
      * 0 turns slow-query logging off.  Default 500. */
     unsigned slow_query_ms;

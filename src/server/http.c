@@ -16,6 +16,7 @@
 #include "server/http.h"
 
 #include "base/err.h"
+#include "auth/gate.h"
 #include "base/log.h"
 #include "server/metrics.h"
 
@@ -29,10 +30,26 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+/* A live connection, for the deadlines (see the reaper below). */
+enum { LC_AWAIT, LC_BODY, LC_HANDLING, LC_DOOMED };
+typedef struct live_conn {
+    int fd;
+    int phase;
+    uint64_t since_ms; /* when the phase began */
+    struct live_conn *prev, *next;
+} live_conn;
 
 struct vx_http {
     struct MHD_Daemon *d;
+    pthread_mutex_t live_mu;
+    live_conn *live;
+    pthread_t reaper;
+    bool reaper_started, stopping;
+    pthread_cond_t reaper_cv;
+    uint64_t headers_ms, body_ms;
     _Atomic int in_flight; /* requests being handled: a stop lets them finish */
     vx_api *api;
     vx_metrics *metrics;
@@ -44,9 +61,102 @@ struct vx_http {
 typedef struct reqstate {
     char *buf;
     size_t len, cap;
+    size_t limit; /* the body's bound: max_body, or SMALL_BODY while nobody is known */
     bool too_big;
+    int pre;          /* vx_api_headers' verdict */
+    vx_principal who; /* the caller, authenticated from the headers */
     struct timespec t0;
 } reqstate;
+
+#define SMALL_BODY 65536 /* a body to a route that needs no credentials (health, login) */
+
+static uint64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+static live_conn *live_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void live_phase(vx_http *h, struct MHD_Connection *conn, int phase)
+{
+    live_conn *lc = live_of(conn);
+    if (lc == NULL) return;
+    pthread_mutex_lock(&h->live_mu);
+    if (lc->phase != LC_DOOMED) {
+        lc->phase = phase;
+        lc->since_ms = now_ms();
+    }
+    pthread_mutex_unlock(&h->live_mu);
+}
+
+/* libmicrohttpd's connection timeout is an idle timeout: a client sending a
+ * byte now and then holds its connection (and its thread) for ever.  These
+ * deadlines are totals: a request's headers must be in within conn_timeout_s
+ * of the connection opening or of the previous answer, its body within
+ * body_timeout_s of its headers.  A reaper thread shuts down the socket of
+ * a connection past its deadline, and its thread ends as at any close. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    vx_http *h = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        live_conn *lc = ci ? calloc(1, sizeof *lc) : NULL;
+        *socket_context = lc;
+        if (lc == NULL) return;
+        lc->fd = ci->connect_fd;
+        lc->phase = LC_AWAIT;
+        lc->since_ms = now_ms();
+        pthread_mutex_lock(&h->live_mu);
+        lc->next = h->live;
+        if (lc->next) lc->next->prev = lc;
+        h->live = lc;
+        pthread_mutex_unlock(&h->live_mu);
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        live_conn *lc = *socket_context;
+        if (lc == NULL) return;
+        pthread_mutex_lock(&h->live_mu); /* the reaper never touches a closed socket */
+        if (lc->prev) lc->prev->next = lc->next;
+        else h->live = lc->next;
+        if (lc->next) lc->next->prev = lc->prev;
+        pthread_mutex_unlock(&h->live_mu);
+        free(lc);
+        *socket_context = NULL;
+    }
+}
+
+static void *reaper_main(void *arg)
+{
+    vx_http *h = arg;
+    pthread_mutex_lock(&h->live_mu);
+    while (!h->stopping) {
+        uint64_t now = now_ms();
+        for (live_conn *lc = h->live; lc; lc = lc->next) {
+            uint64_t limit = lc->phase == LC_AWAIT ? h->headers_ms : lc->phase == LC_BODY ? h->body_ms : 0;
+            if (limit && now - lc->since_ms > limit) {
+                shutdown(lc->fd, SHUT_RDWR);
+                lc->phase = LC_DOOMED;
+            }
+        }
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_nsec += 250 * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->reaper_cv, &h->live_mu, &dl);
+    }
+    pthread_mutex_unlock(&h->live_mu);
+    return NULL;
+}
 
 static double since(const struct timespec *t0)
 {
@@ -333,16 +443,40 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             observe(h, method, "-", &res, rid, since(&st->t0));
             return send_response(h, conn, &res, rid);
         }
+        live_phase(h, conn, LC_BODY);
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl != NULL && strtoull(cl, NULL, 10) > h->max_body) {
+        bool has_body = (cl != NULL && strtoull(cl, NULL, 10) > 0) ||
+                        MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                    MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+        /* credentials are checked on the headers, before a byte of the body
+         * is read or buffered: a refusal reads none (and closes, when a body
+         * was announced: it is not read) */
+        vx_api_request hreq = {.method = method,
+                               .path = url,
+                               .body = "",
+                               .get_arg = get_arg,
+                               .arg_ctx = conn,
+                               .get_header = get_header,
+                               .peer = peer_of(conn)};
+        vx_api_response hres;
+        st->pre = vx_api_headers(h->api, &hreq, &hres, &st->who);
+        if (st->pre == VX_API_REFUSED) {
+            st->too_big = true;
+            char rid[17];
+            vx_log_request_id(rid);
+            hres.close = has_body;
+            observe(h, method, url, &hres, rid, since(&st->t0));
+            return send_response(h, conn, &hres, rid);
+        }
+        st->limit = st->pre == VX_API_OPEN && h->max_body > SMALL_BODY ? SMALL_BODY : h->max_body;
+        if (cl != NULL && strtoull(cl, NULL, 10) > st->limit) {
             st->too_big = true; /* answered now, before the body is read */
             char rid[17];
             vx_log_request_id(rid);
             vx_api_response res = {0};
             char msg[128];
-            snprintf(msg, sizeof msg, "Payload too large: the body exceeds %zu bytes",
-                     h->max_body);
+            snprintf(msg, sizeof msg, "Payload too large: the body exceeds %zu bytes", st->limit);
             vx_api_error(&res, 413, msg);
             res.route = "too_large";
             observe(h, method, url, &res, rid, since(&st->t0));
@@ -354,7 +488,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         if (st->too_big) return MHD_YES;
-        if (st->len + n > h->max_body) {
+        if (st->len + n > st->limit) {
             st->too_big = true;
             body_give(st->buf, st->cap);
             st->buf = NULL;
@@ -381,9 +515,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     char rid[17];
     vx_log_request_id(rid);
     vx_api_response res = {0};
+    live_phase(h, conn, LC_HANDLING);
     if (st->too_big) {
         char msg[128];
-        snprintf(msg, sizeof msg, "Payload too large: the body exceeds %zu bytes", h->max_body);
+        snprintf(msg, sizeof msg, "Payload too large: the body exceeds %zu bytes", st->limit);
         vx_api_error(&res, 413, msg);
         res.route = "too_large";
     } else if (st->len > 0 && !utf8_ok((const unsigned char *)st->buf, st->len)) {
@@ -397,7 +532,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                               .body_len = st->len,
                               .get_arg = get_arg,
                               .arg_ctx = conn,
-                              .get_header = get_header};
+                              .get_header = get_header,
+                              .who = st->pre == VX_API_AUTHED ? &st->who : NULL};
         req.peer = peer_of(conn);
         memcpy(req.rid, rid, sizeof rid);
         vx_api_handle(h->api, &req, &res);
@@ -410,11 +546,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
-    (void)conn;
+    vx_http *h = cls;
     (void)toe;
+    live_phase(h, conn, LC_AWAIT); /* the next request's headers: a new deadline */
     reqstate *st = *con_cls;
     if (st) {
+        vx_principal_clear(&st->who);
         body_give(st->buf, st->cap);
         free(st);
         *con_cls = NULL;
@@ -440,6 +577,10 @@ int vx_http_start(const vx_http_options *opt, vx_api *api, vx_metrics *metrics, 
     h->metrics = metrics;
     h->max_body = opt->max_body_bytes;
     h->slow_ms = opt->slow_query_ms;
+    h->headers_ms = (uint64_t)opt->conn_timeout_s * 1000u;
+    h->body_ms = (uint64_t)(opt->body_timeout_s ? opt->body_timeout_s : 60) * 1000u;
+    pthread_mutex_init(&h->live_mu, NULL);
+    pthread_cond_init(&h->reaper_cv, NULL);
     snprintf(h->keep_alive, sizeof h->keep_alive, "timeout=%u", opt->conn_timeout_s);
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
@@ -457,13 +598,18 @@ int vx_http_start(const vx_http_options *opt, vx_api *api, vx_metrics *metrics, 
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)opt->conn_timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-        (unsigned)1, MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, h, MHD_OPTION_END);
+        (unsigned)1, MHD_OPTION_UNESCAPE_CALLBACK, unescape_cb, h, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, h, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)opt->max_connections_per_address, MHD_OPTION_END);
     if (h->d == NULL) {
+        pthread_mutex_destroy(&h->live_mu);
+        pthread_cond_destroy(&h->reaper_cv);
         free(h);
         return vx_errf(errbuf, VX_HTTP_ERRMSG_LEN, VX_EIO,
                        "cannot listen on %s:%u (in use, or not allowed)", opt->host,
                        (unsigned)opt->port);
     }
+    h->reaper_started = pthread_create(&h->reaper, NULL, reaper_main, h) == 0;
     *out = h;
     return 0;
 }
@@ -478,6 +624,13 @@ void vx_http_stop(vx_http *h)
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while (atomic_load(&h->in_flight) > 0 && since(&t0) < 30.0) usleep(2000);
+    pthread_mutex_lock(&h->live_mu);
+    h->stopping = true;
+    pthread_cond_signal(&h->reaper_cv);
+    pthread_mutex_unlock(&h->live_mu);
+    if (h->reaper_started) pthread_join(h->reaper, NULL);
     MHD_stop_daemon(h->d);
+    pthread_mutex_destroy(&h->live_mu);
+    pthread_cond_destroy(&h->reaper_cv);
     free(h);
 }

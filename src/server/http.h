@@ -18,8 +18,11 @@ typedef struct vx_http_options {
     const char *host; /* IPv4 address to listen on */
     uint16_t port;
     size_t max_body_bytes;
-    unsigned conn_timeout_s;  /* idle or slow connections are closed */
+    unsigned conn_timeout_s;  /* a request's headers must be in within this of the connection
+                                 opening or the previous answer (idle or trickling alike) */
+    unsigned body_timeout_s;  /* and its body within this of its headers (0: 60) */
     unsigned max_connections;
+    unsigned max_connections_per_address; /* 0: no limit */
     unsigned slow_query_ms;
 } vx_http_options;
 

@@ -159,7 +159,9 @@ static int serve(int argc, char **argv)
                               .port = (uint16_t)cfg.http_port,
                               .max_body_bytes = cfg.max_body_bytes,
                               .conn_timeout_s = cfg.conn_timeout_s,
+                              .body_timeout_s = cfg.body_timeout_s,
                               .max_connections = cfg.http_threads * 64,
+                              .max_connections_per_address = cfg.max_connections_per_address,
                               .slow_query_ms = cfg.slow_query_ms ? cfg.slow_query_ms : UINT32_MAX};
         char herr[VX_HTTP_ERRMSG_LEN];
         rc = vx_http_start(&ho, api, metrics, &http, herr);

@@ -55,6 +55,8 @@ static const struct {
     {"login_attempts_per_address", "--login-attempts-per-address", "VECTRON_LOGIN_ATTEMPTS_PER_ADDRESS", "20"},
     {"login_attempts_per_account", "--login-attempts-per-account", "VECTRON_LOGIN_ATTEMPTS_PER_ACCOUNT", "10"},
     {"login_window_s", "--login-window-s", "VECTRON_LOGIN_WINDOW_S", "60"},
+    {"body_timeout_s", "--body-timeout-s", "VECTRON_BODY_TIMEOUT_S", "60"},
+    {"max_connections_per_address", "--max-connections-per-address", "VECTRON_MAX_CONNECTIONS_PER_ADDRESS", "128"},
 };
 #define NSPEC (sizeof spec / sizeof spec[0])
 
@@ -132,6 +134,8 @@ static void assert_config_equal(const vx_config *a, const vx_config *b)
     assert_int_equal(a->login_attempts_per_address, b->login_attempts_per_address);
     assert_int_equal(a->login_attempts_per_account, b->login_attempts_per_account);
     assert_int_equal(a->login_window_s, b->login_window_s);
+    assert_int_equal(a->body_timeout_s, b->body_timeout_s);
+    assert_int_equal(a->max_connections_per_address, b->max_connections_per_address);
     assert_int_equal(a->help, b->help);
 }
 
