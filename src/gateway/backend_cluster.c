@@ -379,6 +379,10 @@ static int c_stats(vx_bcol *b, uint32_t i, vx_bshard_stats *st)
     st->backlog = si->backlog;
     st->applied = si->applied;
     st->leader = si->leader;
+    st->optimizing = si->optimizing;
+    st->deleted = si->deleted;
+    st->vacuums = si->vacuums;
+    st->reclaimed = si->reclaimed;
     if (si->n_payload_indexes > 0) {
         st->pindex = calloc(si->n_payload_indexes, sizeof *st->pindex);
         if (st->pindex == NULL) {

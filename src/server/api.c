@@ -642,6 +642,7 @@ static int h_get_collection(ctx *c, const char *name)
     if (col == NULL) return -1;
     const vx_collection_config *cfg = col_config(col);
     uint64_t points = 0, indexed = 0, backlog = 0;
+    bool optimizing = false;
     /* payload indexes: the same declarations on every shard; points summed */
     vx_shard_pindex_info *pi = NULL;
     size_t npi = 0;
@@ -656,6 +657,7 @@ static int h_get_collection(ctx *c, const char *name)
         points += st.points;
         backlog += st.backlog;
         indexed += st.indexed;
+        optimizing = optimizing || st.optimizing;
         if (pi == NULL) {
             pi = st.pindex;
             npi = st.npindex;
@@ -668,7 +670,10 @@ static int h_get_collection(ctx *c, const char *name)
     }
     jbuf b;
     ok_begin(&b);
-    jb_printf(&b, "{\"status\":\"%s\",\"optimizer_status\":\"ok\"", backlog ? "yellow" : "green");
+    /* yellow while writes wait for the index or a compaction runs, as Qdrant's
+     * status is while its optimizers run */
+    jb_printf(&b, "{\"status\":\"%s\",\"optimizer_status\":\"ok\"",
+              backlog || optimizing ? "yellow" : "green");
     jb_printf(&b, ",\"vectors_count\":%" PRIu64 ",\"indexed_vectors_count\":%" PRIu64
                   ",\"points_count\":%" PRIu64 ",\"segments_count\":%u",
               points, indexed, points, col_shards(col));
@@ -681,11 +686,11 @@ static int h_get_collection(ctx *c, const char *name)
     jb_printf(&b, ",\"hnsw_config\":{\"m\":%u,\"ef_construct\":%u,\"full_scan_threshold\":%u"
                   ",\"max_indexing_threads\":0,\"on_disk\":false}",
               cfg->hnsw_m, cfg->hnsw_ef_construct, cfg->full_scan_threshold);
-    jb_printf(&b, ",\"optimizer_config\":{\"deleted_threshold\":0.2,\"vacuum_min_vector_number\":1000"
+    jb_printf(&b, ",\"optimizer_config\":{\"deleted_threshold\":%.6g,\"vacuum_min_vector_number\":%" PRIu64
                   ",\"default_segment_number\":0,\"max_segment_size\":null,\"memmap_threshold\":null"
                   ",\"indexing_threshold\":%" PRIu64 ",\"flush_interval_sec\":5"
                   ",\"max_optimization_threads\":null}",
-              cfg->indexing_threshold);
+              cfg->deleted_threshold, cfg->vacuum_min_vector_number, cfg->indexing_threshold);
     jb_lit(&b, ",\"wal_config\":{\"wal_capacity_mb\":32,\"wal_segments_ahead\":0}");
     if (cfg->int8) {
         jb_lit(&b, ",\"quantization_config\":{\"scalar\":{\"type\":\"int8\"");
@@ -1814,8 +1819,12 @@ static void collection_metrics(ctx *c, jbuf *b)
         {"vectron_shard_leader", "gauge", "1 when this node leads the shard's Raft group"},
         {"vectron_shard_applied_index", "gauge", "the shard's last applied Raft index"},
         {"vectron_shard_commit_seconds", "gauge", "Raft commit+apply latency of the last write"},
+        {"vectron_shard_deleted_nodes", "gauge", "deleted index nodes awaiting compaction"},
+        {"vectron_shard_compacting", "gauge", "1 while the shard's index is being compacted"},
+        {"vectron_shard_compactions_total", "counter", "index compactions (vacuums) finished"},
+        {"vectron_shard_compacted_slots_total", "counter", "index slots freed by compactions"},
     };
-    for (size_t k = 0; k < 5; k++) {
+    for (size_t k = 0; k < sizeof help / sizeof help[0]; k++) {
         jb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", help[k][0], help[k][2], help[k][0], help[k][1]);
         for (size_t i = 0; i < n; i++) {
             acol *col = col_open(c->api, names[i]);
@@ -1833,7 +1842,11 @@ static void collection_metrics(ctx *c, jbuf *b)
                 if (k == 1) jb_u64(b, st.backlog);
                 else if (k == 2) jb_lit(b, st.leader ? "1" : "0");
                 else if (k == 3) jb_u64(b, st.applied);
-                else jb_f64(b, st.last_commit_seconds);
+                else if (k == 4) jb_f64(b, st.last_commit_seconds);
+                else if (k == 5) jb_u64(b, st.deleted);
+                else if (k == 6) jb_lit(b, st.optimizing ? "1" : "0");
+                else if (k == 7) jb_u64(b, st.vacuums);
+                else jb_u64(b, st.reclaimed);
                 jb_ch(b, '\n');
             }
             if (k == 0) {

@@ -49,6 +49,9 @@ typedef struct vx_bshard_stats {
     double last_commit_seconds;  /* local: propose -> apply of the last write */
     vx_shard_pindex_info *pindex; /* malloc'd, npindex entries (may be NULL) */
     size_t npindex;
+    /* compaction (vx_shard_optimizer) */
+    bool optimizing;
+    uint64_t deleted, vacuums, reclaimed;
 } vx_bshard_stats;
 
 typedef struct vx_backend {

@@ -138,6 +138,12 @@ static int l_stats(vx_bcol *c, uint32_t i, vx_bshard_stats *st)
     vx_index_stats is;
     vx_index_get_stats(vx_shard_index(sh), &is);
     st->indexed = is.live;
+    vx_shard_optimizer op;
+    vx_shard_optimizer_status(sh, &op);
+    st->optimizing = op.running;
+    st->deleted = op.deleted;
+    st->vacuums = op.runs;
+    st->reclaimed = op.reclaimed;
     if (vx_shard_payload_indexes(sh, &st->pindex, &st->npindex) != 0) {
         st->pindex = NULL;
         st->npindex = 0;

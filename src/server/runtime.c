@@ -215,6 +215,30 @@ static int parse_distance(const cJSON *d, vx_collection_config *cfg, char *errbu
     return 0;
 }
 
+/* optimizers_config's fields we honour (indexing_threshold is reported only) */
+static int parse_optimizers(const cJSON *opt, vx_collection_config *cfg, char *errbuf)
+{
+    if (opt == NULL || cJSON_IsNull(opt)) return 0;
+    if (!cJSON_IsObject(opt))
+        return vx_errf(errbuf, VX_RT_ERRMSG_LEN, VX_EINVAL, "optimizers_config must be an object");
+    uint64_t it = cfg->indexing_threshold, vm = cfg->vacuum_min_vector_number;
+    int rc = get_uint(opt, "indexing_threshold", 0, UINT64_MAX >> 12, &it, errbuf, "optimizers_config.");
+    if (rc == 0)
+        rc = get_uint(opt, "vacuum_min_vector_number", 0, UINT64_MAX >> 12, &vm, errbuf,
+                      "optimizers_config.");
+    if (rc != 0) return rc;
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(opt, "deleted_threshold");
+    if (dt != NULL && !cJSON_IsNull(dt)) {
+        if (!cJSON_IsNumber(dt) || !(dt->valuedouble >= 0.0 && dt->valuedouble <= 1.0))
+            return vx_errf(errbuf, VX_RT_ERRMSG_LEN, VX_EINVAL,
+                           "optimizers_config.deleted_threshold must be a number in [0, 1]");
+        cfg->deleted_threshold = dt->valuedouble;
+    }
+    cfg->indexing_threshold = it;
+    cfg->vacuum_min_vector_number = vm;
+    return 0;
+}
+
 int vx_collection_config_parse(const cJSON *body, vx_collection_config *cfg, char *errbuf)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -225,6 +249,8 @@ int vx_collection_config_parse(const cJSON *body, vx_collection_config *cfg, cha
     cfg->hnsw_ef_construct = 100;
     cfg->full_scan_threshold = 10000;
     cfg->indexing_threshold = 10000;
+    cfg->deleted_threshold = 0.2;
+    cfg->vacuum_min_vector_number = 1000;
     if (!cJSON_IsObject(body))
         return vx_errf(errbuf, VX_RT_ERRMSG_LEN, VX_EINVAL, "the body must be a JSON object");
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "vectors");
@@ -257,15 +283,8 @@ int vx_collection_config_parse(const cJSON *body, vx_collection_config *cfg, cha
     cfg->replication_factor = (uint32_t)rf;
     cfg->write_consistency_factor = (uint32_t)wc;
     cfg->on_disk_payload = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "on_disk_payload"));
-    const cJSON *opt = cJSON_GetObjectItemCaseSensitive(body, "optimizers_config");
-    if (cJSON_IsObject(opt)) {
-        uint64_t it = cfg->indexing_threshold;
-        rc = get_uint(opt, "indexing_threshold", 0, UINT64_MAX >> 12, &it, errbuf,
-                      "optimizers_config.");
-        if (rc != 0) return rc;
-        cfg->indexing_threshold = it;
-    }
-    return 0;
+    /* a stored body without these (written before they existed) keeps the defaults */
+    return parse_optimizers(cJSON_GetObjectItemCaseSensitive(body, "optimizers_config"), cfg, errbuf);
 }
 
 int vx_collection_config_patch(vx_collection_config *cfg, const cJSON *body, char *errbuf)
@@ -274,13 +293,7 @@ int vx_collection_config_patch(vx_collection_config *cfg, const cJSON *body, cha
         return vx_errf(errbuf, VX_RT_ERRMSG_LEN, VX_EINVAL, "the body must be a JSON object");
     vx_collection_config c = *cfg;
     int rc = parse_hnsw(cJSON_GetObjectItemCaseSensitive(body, "hnsw_config"), &c, errbuf);
-    const cJSON *opt = cJSON_GetObjectItemCaseSensitive(body, "optimizers_config");
-    if (rc == 0 && cJSON_IsObject(opt)) {
-        uint64_t it = c.indexing_threshold;
-        rc = get_uint(opt, "indexing_threshold", 0, UINT64_MAX >> 12, &it, errbuf,
-                      "optimizers_config.");
-        c.indexing_threshold = it;
-    }
+    if (rc == 0) rc = parse_optimizers(cJSON_GetObjectItemCaseSensitive(body, "optimizers_config"), &c, errbuf);
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(body, "params");
     if (rc == 0 && cJSON_IsObject(params)) {
         uint64_t rf = c.replication_factor, wc = c.write_consistency_factor;
@@ -328,6 +341,8 @@ char *vx_collection_config_body(const vx_collection_config *cfg)
     cJSON_AddNumberToObject(h, "full_scan_threshold", cfg->full_scan_threshold);
     cJSON *o = cJSON_AddObjectToObject(b, "optimizers_config");
     cJSON_AddNumberToObject(o, "indexing_threshold", (double)cfg->indexing_threshold);
+    cJSON_AddNumberToObject(o, "deleted_threshold", cfg->deleted_threshold);
+    cJSON_AddNumberToObject(o, "vacuum_min_vector_number", (double)cfg->vacuum_min_vector_number);
     if (cfg->int8) {
         cJSON *q = cJSON_AddObjectToObject(cJSON_AddObjectToObject(b, "quantization_config"), "scalar");
         cJSON_AddStringToObject(q, "type", "int8");
@@ -350,6 +365,14 @@ void vx_collection_index_config(const vx_collection_config *cfg, vx_index_config
         ic->quant = VX_QUANT_INT8;
         ic->quantile = cfg->quantile;
     }
+}
+
+void vx_collection_shard_config(const vx_collection_config *cfg, vx_shard_config *sc)
+{
+    vx_collection_index_config(cfg, &sc->index);
+    sc->vacuum = true;
+    sc->vacuum_ratio = cfg->deleted_threshold;
+    sc->vacuum_min = cfg->vacuum_min_vector_number;
 }
 
 static void collection_free(vx_collection *c)
@@ -380,8 +403,10 @@ static int collection_open(vx_runtime *rt, const char *name, const vx_collection
         rt_shard *s = &c->shards[i];
         s->gid = gids[i];
         snprintf(s->dir, sizeof s->dir, "%s/shards/%" PRIu64, rt->dir, s->gid);
-        vx_shard_config sc = {.max_backlog = rt->max_backlog, .background_recovery = true};
-        vx_collection_index_config(cfg, &sc.index);
+        vx_shard_config sc = {0};
+        vx_collection_shard_config(cfg, &sc);
+        sc.max_backlog = rt->max_backlog;
+        sc.background_recovery = true;
         vx_shard *sh;
         char err[VX_SHARD_ERRMSG_LEN];
         rc = vx_shard_open(s->dir, &sc, rt->pool, &sh, err);
@@ -599,6 +624,10 @@ static void reconcile(vx_runtime *rt)
             cfg.dim = c->cfg.dim;
             cfg.metric = c->cfg.metric;
             c->cfg = cfg;
+            for (uint32_t i = 0; i < c->nshards; i++) /* a PATCH of optimizers_config */
+                if (c->shards[i].opened)
+                    vx_shard_set_optimizer(c->shards[i].fsm.shard, cfg.deleted_threshold,
+                                           cfg.vacuum_min_vector_number);
         }
         pthread_rwlock_unlock(&rt->coll_lock);
         if (c) continue;

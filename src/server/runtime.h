@@ -78,6 +78,11 @@ typedef struct vx_collection_config {
     float quantile;         /* 0 = min/max */
     bool always_ram;
     uint64_t indexing_threshold; /* optimizers_config, reported */
+    /* optimizers_config: a shard's index is compacted in the background
+     * (deleted nodes repaired around and their slots reused) once deleted
+     * nodes are at least this share of its slots and at least this many */
+    double deleted_threshold;    /* default 0.2 */
+    uint64_t vacuum_min_vector_number; /* default 1000 */
 } vx_collection_config;
 
 /* Parse a Qdrant CreateCollection body into cfg (defaults filled in);
@@ -87,6 +92,10 @@ int vx_collection_config_parse(const struct cJSON *body, vx_collection_config *c
                                char *errbuf);
 /* The index settings of a collection's shards. */
 void vx_collection_index_config(const vx_collection_config *cfg, vx_index_config *ic);
+/* A shard's settings for this collection (index, compaction), before the
+ * host adds its own (backlog, recovery). */
+struct vx_shard_config;
+void vx_collection_shard_config(const vx_collection_config *cfg, struct vx_shard_config *sc);
 /* Apply a Qdrant UpdateCollection body (hnsw_config, optimizers_config,
  * params...) to cfg; fields that cannot change (size, distance) are refused. */
 int vx_collection_config_patch(vx_collection_config *cfg, const struct cJSON *body,

@@ -53,8 +53,16 @@ struct vx_shard {
     uint64_t applied;      /* last applied raft index (under q_mu) */
     uint64_t indexed_upto; /* every change of entries <= this is in the index */
 
-    pthread_mutex_t index_mu; /* serializes draining with checkpoints */
+    pthread_mutex_t index_mu; /* serializes draining with checkpoints and vacuums */
     _Atomic bool fatal;
+
+    /* compaction (vx_shard_config.vacuum_*): policy and counts under q_mu */
+    bool vacuum, closing;
+    double vacuum_ratio;
+    uint64_t vacuum_min;
+    bool vacuum_scheduled, vacuum_running;
+    uint64_t vacuum_runs, vacuum_reclaimed;
+    double vacuum_seconds;
 
     /* payload indexes: changed by apply (write lock), read by filtered reads */
     pthread_rwlock_t pidx_lock;
@@ -64,6 +72,76 @@ struct vx_shard {
 /* ---- the index queue ---------------------------------------------------------------- */
 
 static void drain_job(void *arg);
+static void vacuum_job(void *arg);
+static void schedule_drain(vx_shard *sh);
+
+/* Caller holds q_mu.  Schedule a vacuum when the policy says so and no
+ * index work is waiting (the drain goes first: a vacuum holds the index's
+ * structure lock, and queued writes would wait behind it). */
+static void maybe_vacuum(vx_shard *sh)
+{
+    if (!sh->vacuum || sh->closing || sh->vacuum_scheduled || sh->q_len > 0 || sh->index == NULL)
+        return;
+    vx_index_stats st;
+    vx_index_get_stats(sh->index, &st);
+    if (st.deleted == 0 || st.deleted < sh->vacuum_min) return;
+    uint64_t used = st.live + st.deleted;
+    if ((double)st.deleted < sh->vacuum_ratio * (double)used) return;
+    sh->vacuum_scheduled = true;
+    if (vx_workpool_submit(sh->pool, vacuum_job, sh) != 0) sh->vacuum_scheduled = false;
+}
+
+static void vacuum_job(void *arg)
+{
+    vx_shard *sh = arg;
+    pthread_mutex_lock(&sh->index_mu); /* not with a drain or a checkpoint */
+    pthread_mutex_lock(&sh->q_mu);
+    sh->vacuum_running = true;
+    pthread_mutex_unlock(&sh->q_mu);
+    vx_index_stats before, after;
+    vx_index_get_stats(sh->index, &before);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = vx_index_vacuum(sh->index);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    vx_index_get_stats(sh->index, &after);
+    pthread_mutex_unlock(&sh->index_mu);
+    if (rc != 0) fprintf(stderr, "shard %s: vacuum failed (%d); the deleted nodes stay\n", sh->dir, rc);
+    pthread_mutex_lock(&sh->q_mu);
+    sh->vacuum_running = false;
+    sh->vacuum_scheduled = false;
+    if (rc == 0) {
+        sh->vacuum_runs++;
+        sh->vacuum_reclaimed += before.deleted > after.deleted ? before.deleted - after.deleted : 0;
+        sh->vacuum_seconds += (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    }
+    schedule_drain(sh); /* writes that queued meanwhile */
+    pthread_cond_broadcast(&sh->q_cv); /* close() waits for this state change */
+    pthread_mutex_unlock(&sh->q_mu);
+}
+
+void vx_shard_set_optimizer(vx_shard *sh, double vacuum_ratio, uint64_t vacuum_min)
+{
+    pthread_mutex_lock(&sh->q_mu);
+    sh->vacuum = true;
+    sh->vacuum_ratio = vacuum_ratio;
+    sh->vacuum_min = vacuum_min;
+    maybe_vacuum(sh);
+    pthread_mutex_unlock(&sh->q_mu);
+}
+
+void vx_shard_optimizer_status(vx_shard *sh, vx_shard_optimizer *out)
+{
+    vx_index_stats st;
+    vx_index_get_stats(sh->index, &st);
+    pthread_mutex_lock(&sh->q_mu);
+    out->running = sh->vacuum_scheduled;
+    out->deleted = st.deleted;
+    out->runs = sh->vacuum_runs;
+    out->reclaimed = sh->vacuum_reclaimed;
+    out->seconds = sh->vacuum_seconds;
+    pthread_mutex_unlock(&sh->q_mu);
+}
 
 /* Queued vectors are scored as the index would score them: unit length for
  * COSINE (the store keeps them as written). */
@@ -140,6 +218,7 @@ static void drain_job(void *arg)
     pthread_mutex_lock(&sh->q_mu);
     sh->drain_scheduled = false;
     schedule_drain(sh); /* more left: go to the back of the pool's queue */
+    maybe_vacuum(sh);   /* none left: compact when enough is deleted */
     pthread_cond_broadcast(&sh->q_cv); /* close() waits for this state change */
     pthread_mutex_unlock(&sh->q_mu);
 }
@@ -327,6 +406,9 @@ int vx_shard_open(const char *dir, const vx_shard_config *cfg, vx_workpool *pool
     if (sh->cfg.max_backlog_bytes == 0) sh->cfg.max_backlog_bytes = (size_t)256 << 20;
     sh->dim = cfg->index.dim;
     sh->pool = pool;
+    sh->vacuum = cfg->vacuum;
+    sh->vacuum_ratio = cfg->vacuum_ratio;
+    sh->vacuum_min = cfg->vacuum_min;
     pthread_mutex_init(&sh->q_mu, NULL);
     pthread_cond_init(&sh->q_cv, NULL);
     pthread_mutex_init(&sh->index_mu, NULL);
@@ -378,9 +460,10 @@ void vx_shard_close(vx_shard *sh)
 {
     if (sh == NULL) return;
     pthread_mutex_lock(&sh->q_mu);
-    while (sh->q_len > 0 || sh->drain_scheduled) {
+    sh->closing = true; /* no new vacuum; one running is waited for */
+    while (sh->q_len > 0 || sh->drain_scheduled || sh->vacuum_scheduled) {
         if (!sh->drain_scheduled) schedule_drain(sh);
-        if (!sh->drain_scheduled) { /* the pool refused (shutting down): drain here */
+        if (!sh->drain_scheduled && sh->q_len > 0) { /* the pool refused (shutting down): drain here */
             sh->drain_scheduled = true;
             pthread_mutex_unlock(&sh->q_mu);
             drain_job(sh);
@@ -944,9 +1027,30 @@ int vx_shard_search(vx_shard *sh, const float *query, uint32_t k, const vx_searc
     return vx_shard_search_filtered(sh, query, k, params, NULL, out, n_out);
 }
 
+static int search_once(vx_shard *sh, const float *query, uint32_t k, const vx_search_params *params,
+                       const vx_filter_expr *flt, vx_shard_hit *out, uint32_t *n_out,
+                       uint32_t *missed);
+
+/* The store's read transaction is taken before the queue and the index are
+ * read, so a point written (and indexed) in between is named by a label the
+ * transaction does not know yet, and skipped: with writes racing the search
+ * that could leave fewer than k hits although enough points exist (seen
+ * while a compaction held the index and a backlog drained behind it).  Such
+ * an answer is searched again on a fresh transaction, a few times at most. */
 int vx_shard_search_filtered(vx_shard *sh, const float *query, uint32_t k,
                              const vx_search_params *params, const vx_filter_expr *flt,
                              vx_shard_hit *out, uint32_t *n_out)
+{
+    for (int attempt = 0;; attempt++) {
+        uint32_t missed = 0;
+        int rc = search_once(sh, query, k, params, flt, out, n_out, &missed);
+        if (rc != 0 || *n_out >= k || missed == 0 || attempt == 3) return rc;
+    }
+}
+
+static int search_once(vx_shard *sh, const float *query, uint32_t k, const vx_search_params *params,
+                       const vx_filter_expr *flt, vx_shard_hit *out, uint32_t *n_out,
+                       uint32_t *missed)
 {
     *n_out = 0;
     if (k == 0) return 0;
@@ -1057,7 +1161,10 @@ int vx_shard_search_filtered(vx_shard *sh, const float *query, uint32_t k,
         for (size_t j = 0; j < m; j++) labels[j] = cand[i + j].label;
         rc = vx_store_hits_by_labels(txn, labels, m, ids, versions, found);
         for (size_t j = 0; rc == 0 && j < m; j++) {
-            if (!found[j]) continue;
+            if (!found[j]) {
+                (*missed)++;
+                continue;
+            }
             out[n] = (vx_shard_hit){.id = ids[j], .version = versions[j],
                                     .distance = cand[i + j].distance};
             n++;

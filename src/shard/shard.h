@@ -58,10 +58,34 @@ typedef struct vx_shard_config {
      * opened on an event loop (serve, workers): an install re-indexing
      * thousands of records there stalled every group of the node. */
     bool background_recovery;
+    /* Compaction (the collection's optimizers_config): once the index's
+     * deleted nodes are at least vacuum_ratio of its slots and at least
+     * vacuum_min of them, the index worker repairs the graph around them and
+     * frees their slots for new points (vx_index_vacuum), in the background:
+     * searches go on meanwhile (queued writes are scored exactly), writes
+     * are applied and queue up within the backlog bound, and nothing of it
+     * runs on a Raft loop.  Off unless `vacuum` (hosts turn it on; a unit
+     * test that counts tombstones does not); vacuum_ratio 0 with vacuum_min
+     * 0 vacuums after every drain that left a deleted node. */
+    bool vacuum;
+    double vacuum_ratio;
+    uint64_t vacuum_min;
 } vx_shard_config;
+
+/* The compaction's state and counts. */
+typedef struct vx_shard_optimizer {
+    bool running;        /* a vacuum is in progress (the collection is "yellow") */
+    uint64_t deleted;    /* deleted nodes awaiting it */
+    uint64_t runs;       /* vacuums finished */
+    uint64_t reclaimed;  /* slots they freed, in all */
+    double seconds;      /* time they took, in all */
+} vx_shard_optimizer;
 
 int vx_shard_open(const char *dir, const vx_shard_config *cfg, vx_workpool *pool,
                   vx_shard **out, char *errbuf);
+/* A new compaction policy (a PATCH of optimizers_config); checked at once. */
+void vx_shard_set_optimizer(vx_shard *sh, double vacuum_ratio, uint64_t vacuum_min);
+void vx_shard_optimizer_status(vx_shard *sh, vx_shard_optimizer *out);
 /* Waits for queued index work, then closes.  Does not checkpoint. */
 void vx_shard_close(vx_shard *sh);
 

@@ -66,8 +66,34 @@ typedef struct hosted {
     uint64_t last_transfer;
     uint64_t last_err_log;
     uint64_t read_term; /* a barrier of this term applied: leader reads see every commit */
+    uint64_t config_hash; /* of the collection's config as last applied (FNV-1a) */
     char dir[600];
 } hosted;
+
+static uint64_t config_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; s && *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+/* The collection's settings that apply to a running shard (optimizers_config
+ * after a PATCH); the shape never changes. */
+static void host_reconfigure(hosted *h, const Vxpd__Collection *c)
+{
+    uint64_t hash = config_hash(c->config_json);
+    if (hash == h->config_hash) return;
+    cJSON *body = cJSON_Parse(c->config_json);
+    vx_collection_config cc;
+    char err[VX_RT_ERRMSG_LEN];
+    int rc = vx_collection_config_parse(body, &cc, err);
+    cJSON_Delete(body);
+    if (rc != 0) return;
+    h->config_hash = hash;
+    vx_shard *sh = vx_shard_fsm_acquire(&h->fsm);
+    vx_shard_set_optimizer(sh, cc.deleted_threshold, cc.vacuum_min_vector_number);
+    vx_shard_fsm_release(&h->fsm);
+}
 
 struct worker {
     uv_loop_t loop;
@@ -183,9 +209,11 @@ static void host_open(worker *w, const Vxpd__Collection *c, const Vxpd__Shard *s
     h->w = w;
     h->gid = s->group_id;
     h->dim = cc.dim;
+    h->config_hash = config_hash(c->config_json);
     snprintf(h->dir, sizeof h->dir, "%s/shards/%" PRIu64, w->dir, s->group_id);
-    vx_shard_config sc = {.background_recovery = true}; /* opened on the node's loop */
-    vx_collection_index_config(&cc, &sc.index);
+    vx_shard_config sc = {0};
+    vx_collection_shard_config(&cc, &sc);
+    sc.background_recovery = true; /* opened on the node's loop */
     vx_shard *sh;
     char serr[VX_SHARD_ERRMSG_LEN];
     if (vx_mkdir_p(h->dir) != 0 || vx_shard_open(h->dir, &sc, w->index_pool, &sh, serr) != 0) {
@@ -365,6 +393,7 @@ static void reconcile(worker *w)
                 continue;
             }
             h->drop_since = 0;
+            host_reconfigure(h, c);
             if (leads(h)) reconcile_members(w, h, s);
         }
     }
@@ -927,6 +956,12 @@ static void info_job(void *arg)
         vx_index_stats st;
         vx_index_get_stats(vx_shard_index(sh), &st);
         info->indexed = st.live;
+        vx_shard_optimizer op;
+        vx_shard_optimizer_status(sh, &op);
+        info->optimizing = op.running;
+        info->deleted = op.deleted;
+        info->vacuums = op.runs;
+        info->reclaimed = op.reclaimed;
         vx_shard_pindex_info *pi = NULL;
         size_t npi = 0;
         if (rc == 0) rc = vx_shard_payload_indexes(sh, &pi, &npi);

@@ -41,6 +41,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1582,6 +1583,97 @@ static void test_close_while_indexing(void **state)
 }
 
 
+/* ---- compaction in the background (issue 14) --------------------------------------------- */
+
+typedef struct searcher {
+    vx_shard *sh;
+    _Atomic bool stop;
+    uint64_t searches, errors, short_answers;
+    uint32_t dim;
+    uint64_t seed;
+} searcher;
+
+static void *search_main(void *arg)
+{
+    searcher *s = arg;
+    vx_rng r;
+    vx_rng_seed(&r, s->seed);
+    float q[DIM];
+    vx_shard_hit hits[10];
+    while (!atomic_load(&s->stop)) {
+        for (uint32_t d = 0; d < s->dim; d++) q[d] = (float)(vx_rng_uniform(&r) * 2 - 1);
+        uint32_t n = 0;
+        if (vx_shard_search(s->sh, q, 10, NULL, hits, &n) != 0) s->errors++;
+        else if (n < 10) s->short_answers++; /* at least 1500 points are always live */
+        s->searches++;
+    }
+    return NULL;
+}
+
+static void wait_compacted(vx_shard *sh, const char *what)
+{
+    vx_shard_optimizer op;
+    for (double end = vx_test_now() + 120; vx_test_now() < end; usleep(5000)) {
+        vx_shard_optimizer_status(sh, &op);
+        if (op.deleted == 0 && !op.running && vx_shard_backlog(sh) == 0) return;
+    }
+    fail_msg("%s: %" PRIu64 " deleted nodes left after 120 s", what, op.deleted);
+}
+
+/* Rounds of overwrites and deletes while a thread searches: the shard
+ * compacts its index in the background (the policy set as a PATCH would),
+ * the deleted nodes go back to 0 after each round, the index's slots stay
+ * near the live count instead of growing with every round, every search
+ * answers with k hits (a search racing the backlog that drains behind a
+ * compaction once came back short: vx_shard_search_filtered), and the shard
+ * agrees with the model. */
+static void test_compaction(void **state)
+{
+    (void)state;
+    enum { N = 2000, ROUNDS = 6 };
+    env e;
+    env_init(&e, N, 21);
+    vx_shard *sh = open_shard(e.dir, e.pool);
+    vx_shard_set_optimizer(sh, 0.1, 50);
+    uint64_t idx = 1;
+    apply_upsert(sh, &e.m, &e.rng, idx++, 0, N);
+    searcher s = {.sh = sh, .dim = DIM, .seed = vx_test_seed(7) ^ 0xc0ffee};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, search_main, &s), 0);
+    for (int round = 0; round < ROUNDS; round++) {
+        /* delete a quarter, overwrite the rest, put the quarter back */
+        uint32_t q0 = (uint32_t)(round % 4) * (N / 4);
+        apply_delete(sh, &e.m, idx++, q0, N / 4);
+        for (uint32_t first = 0; first < N; first += N / 4)
+            if (first != q0) apply_upsert(sh, &e.m, &e.rng, idx++, first, N / 4);
+        apply_upsert(sh, &e.m, &e.rng, idx++, q0, N / 4);
+        wait_compacted(sh, "a round of churn");
+        vx_index_stats st;
+        vx_index_get_stats(vx_shard_index(sh), &st);
+        assert_int_equal(st.live, N);
+        assert_int_equal(st.deleted, 0);
+        /* without compaction every round adds 2000 slots */
+        if (st.slots > 2 * N) fail_msg("round %d: %" PRIu64 " slots for %d live points", round, st.slots, N);
+        assert_int_equal(vx_shard_count(sh), N);
+    }
+    atomic_store(&s.stop, true);
+    pthread_join(t, NULL);
+    vx_shard_optimizer op;
+    vx_shard_optimizer_status(sh, &op);
+    fprintf(stderr, "compaction: %" PRIu64 " runs freed %" PRIu64 " slots in %.2f s; %" PRIu64
+                    " searches meanwhile, %" PRIu64 " errors\n",
+            op.runs, op.reclaimed, op.seconds, s.searches, s.errors);
+    assert_true(op.runs >= 1);
+    assert_true(op.reclaimed >= (uint64_t)N * ROUNDS); /* every overwrite and delete, in all */
+    assert_int_equal(s.errors, 0);
+    assert_int_equal(s.short_answers, 0);
+    assert_true(s.searches > 0);
+    /* the index answers like the model: every live point finds itself */
+    check_model(sh, &e.m, N, 7);
+    vx_shard_close(sh);
+    env_free(&e);
+}
+
 /* ---- moving a replica's data (vx_shard_send / receive / install) ------------------------ */
 
 typedef struct sender {
@@ -1913,6 +2005,7 @@ int main(void)
         cmocka_unit_test(test_background_recovery_cosine),
         cmocka_unit_test(test_cosine),
         cmocka_unit_test(test_close_while_indexing),
+        cmocka_unit_test(test_compaction),
         cmocka_unit_test(test_filters),
         cmocka_unit_test(test_transfer),
         cmocka_unit_test(test_payload_index),
