@@ -54,6 +54,11 @@ typedef struct vx_shard_fsm {
     struct raft *raft; /* set once the raft instance exists */
     pthread_rwlock_t lock;
     unsigned installs; /* snapshots whose data was installed (loop thread) */
+    /* the Raft log in memory, bounded by bytes (see fsm_apply): the mean
+     * entry size, and the group's configured entry counts as the caps */
+    double entry_bytes;
+    uint64_t applies;
+    unsigned cap_threshold, cap_trailing;
 } vx_shard_fsm;
 
 void vx_shard_fsm_init(vx_shard_fsm *f, vx_shard *shard);
