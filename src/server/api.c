@@ -61,6 +61,11 @@ void vx_api_limits_default(vx_api_limits *l)
     l->slow_query_ms = 500;
     l->write_timeout_ms = 60000;
     l->shard_timeout_ms = 0;
+    /* no result cache unless the caller sets one: serve answers a search
+     * from its own shards in about the time a cache entry costs to keep;
+     * the gateway, whose searches fan out over the network, turns it on */
+    l->cache_bytes = 0;
+    l->cache_ttl_ms = 200;
 }
 
 int vx_api_new(const vx_backend *be, const vx_api_limits *lim, struct vx_metrics *metrics, vx_api **out)
