@@ -1304,7 +1304,7 @@ int vx_collection_propose(vx_collection *c, uint32_t i, uint8_t *cmd, size_t len
     }
     /* backpressure: while the index is far behind, writers wait (bounded) */
     vx_shard *sh = vx_collection_shard_acquire(c, i);
-    for (int waited = 0; vx_shard_backlog_full(sh) && waited < timeout_ms; waited++) usleep(1000);
+    (void)vx_shard_wait_backlog(sh, timeout_ms); /* full after it: proposed anyway, as before */
     vx_collection_shard_release(c, i);
     task *t = task_new(T_PROPOSE, c->shards[i].gid);
     if (t == NULL) {

@@ -1223,6 +1223,26 @@ bool vx_shard_backlog_full(vx_shard *sh)
     return full;
 }
 
+int vx_shard_wait_backlog(vx_shard *sh, int timeout_ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&sh->q_mu);
+    /* the indexer signals q_cv with every change it takes off the queue */
+    while ((sh->q_len >= sh->cfg.max_backlog || sh->q_bytes >= sh->cfg.max_backlog_bytes) && rc == 0)
+        rc = pthread_cond_timedwait(&sh->q_cv, &sh->q_mu, &dl);
+    bool full = sh->q_len >= sh->cfg.max_backlog || sh->q_bytes >= sh->cfg.max_backlog_bytes;
+    pthread_mutex_unlock(&sh->q_mu);
+    return full ? VX_EFULL : 0;
+}
+
 int vx_shard_wait_indexed(vx_shard *sh, int timeout_ms)
 {
     struct timespec dl;

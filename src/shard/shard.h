@@ -140,6 +140,9 @@ int vx_shard_mark_applied(vx_shard *sh, uint64_t index, uint64_t term);
 uint64_t vx_shard_count(vx_shard *sh);
 size_t vx_shard_backlog(vx_shard *sh);
 bool vx_shard_backlog_full(vx_shard *sh);
+/* Wait (at most timeout_ms, on the indexer's signal, no polling) until the
+ * backlog is below its bounds: 0, or VX_EFULL when it still is not. */
+int vx_shard_wait_backlog(vx_shard *sh, int timeout_ms);
 /* Wait until every change applied so far is in the index (tests, shutdown);
  * VX_ESTATE on timeout. */
 int vx_shard_wait_indexed(vx_shard *sh, int timeout_ms);

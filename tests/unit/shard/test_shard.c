@@ -1357,7 +1357,14 @@ static void test_backlog(void **state)
     assert_true(vx_shard_backlog_full(sh));
     assert_int_equal(vx_shard_backlog(sh), N);
     for (uint32_t i = 0; i < N; i += 2003) expect_self(sh, &e.m, i); /* exact scan of the queue */
+    /* a writer waits for room, bounded: the gate holds the indexer, so the
+     * wait ends at its timeout (not before: a lower bound), full */
+    double tw = vx_test_now();
+    assert_int_equal(vx_shard_wait_backlog(sh, 100), VX_EFULL);
+    assert_true(vx_test_now() - tw >= 0.09);
     gate_open(&g);
+    /* and returns as soon as the indexer has made room */
+    assert_int_equal(vx_shard_wait_backlog(sh, INDEX_WAIT_MS), 0);
     t0 = vx_test_now();
     assert_int_equal(vx_shard_wait_indexed(sh, INDEX_WAIT_MS), 0);
     double t_index = vx_test_now() - t0;
