@@ -111,6 +111,7 @@ struct worker {
     size_t npd;
     char *pd_list;
     char secret[256];
+    uint32_t max_backlog; /* queued index changes per shard before writers wait (as serve) */
     unsigned heartbeat_ms;
     unsigned election_timeout_ms; /* shard groups' Raft election timeout (libraft draws from [t, 2t]) */
     hosted *hosts;    /* loop thread */
@@ -214,6 +215,7 @@ static void host_open(worker *w, const Vxpd__Collection *c, const Vxpd__Shard *s
     vx_shard_config sc = {0};
     vx_collection_shard_config(&cc, &sc);
     sc.background_recovery = true; /* opened on the node's loop */
+    sc.max_backlog = w->max_backlog; /* the same backpressure as serve's */
     vx_shard *sh;
     char serr[VX_SHARD_ERRMSG_LEN];
     if (vx_mkdir_p(h->dir) != 0 || vx_shard_open(h->dir, &sc, w->index_pool, &sh, serr) != 0) {
@@ -1287,7 +1289,7 @@ static void usage(FILE *out)
             "usage: vectron worker --data-dir DIR --pd HOST:PORT[,...] --raft HOST:PORT --rpc HOST:PORT\n"
             "                      [--zone Z] [--rack R] [--heartbeat-ms MS] [--index-threads N]\n"
             "                      [--election-timeout-ms MS (500)]\n"
-            "                      [--search-threads N]\n\n"
+            "                      [--search-threads N] [--max-backlog N (100000, as serve)]\n\n"
             "Runs a data node: registers with the placement driver and hosts the shard\n"
             "replicas it is assigned.  Environment: VECTRON_CLUSTER_SECRET.\n");
 }
@@ -1300,6 +1302,7 @@ int vx_worker_main(int argc, char **argv)
     unsigned index_threads = 2, search_threads = 4;
     w->heartbeat_ms = VX_PD_HEARTBEAT_INTERVAL_MS;
     w->election_timeout_ms = 500;
+    w->max_backlog = 100000; /* serve's default (max_backlog) */
     for (int i = 0; i < argc; i += 2) { /* flag value pairs */
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
@@ -1320,6 +1323,7 @@ int vx_worker_main(int argc, char **argv)
         else if (!strcmp(f, "--election-timeout-ms")) w->election_timeout_ms = (unsigned)atoi(v);
         else if (!strcmp(f, "--index-threads")) index_threads = (unsigned)atoi(v);
         else if (!strcmp(f, "--search-threads")) search_threads = (unsigned)atoi(v);
+        else if (!strcmp(f, "--max-backlog")) w->max_backlog = (uint32_t)strtoul(v, NULL, 10);
         else {
             fprintf(stderr, "vectron worker: unknown flag %s\n", f);
             return 2;
