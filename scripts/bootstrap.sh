@@ -11,6 +11,7 @@ PKGS=(
   libhnswlib-dev
   iproute2 iptables  # the network-partition test (network namespaces)
   curl  # the README's examples (a minimal Debian has none)
+  openssl  # the TLS test makes its certificates
 )
 
 missing=()

@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +62,8 @@ static void gw_usage(FILE *out)
             "  --login-attempts-per-address N, --login-attempts-per-account N, --login-window-s S\n"
             "                         login attempts counted when received, per address and\n"
             "                         per account in any window of S seconds (20, 10, 60)\n"
-            "  --auth-poll-ms N       how often credentials are fetched from the PD (default 1000)\n\n"
+            "  --auth-poll-ms N       how often credentials are fetched from the PD (default 1000)\n"
+            "  --tls-cert FILE, --tls-key FILE  HTTPS on the API (PEM certificate chain and key)\n\n"
             "Environment: VECTRON_CLUSTER_SECRET, the cluster's internal RPC secret;\n"
             "VECTRON_ADMIN_KEY, the bootstrap admin key.  Every gateway of a cluster needs the\n"
             "same admin key (or JWT secret) to accept the others' tokens.\n");
@@ -79,7 +81,7 @@ static bool num_flag(const char *v, unsigned long max, unsigned long *out)
 
 int vx_gateway_main(int argc, char **argv)
 {
-    const char *pd = NULL, *host = "127.0.0.1", *level = "info";
+    const char *pd = NULL, *host = "127.0.0.1", *level = "info", *tls_cert_path = NULL, *tls_key_path = NULL;
     unsigned long port = 6333, max_body = 32ul << 20, conn_timeout = 30, threads = 16, ttl = 2000, shard_ms = 50, cache_mb = 64,
                   cache_ttl = 200, access_ttl = 900, refresh_ttl = 604800, rate_key = 1000, burst_key = 2000,
                   rate_addr = 10, burst_addr = 20, auth_poll = 1000,
@@ -123,6 +125,8 @@ int vx_gateway_main(int argc, char **argv)
         else if (!strcmp(f, "--login-attempts-per-address")) ok = num_flag(v, 100000, &login_addr) && login_addr > 0;
         else if (!strcmp(f, "--login-attempts-per-account")) ok = num_flag(v, 100000, &login_acct) && login_acct > 0;
         else if (!strcmp(f, "--login-window-s")) ok = num_flag(v, 86400, &login_win) && login_win > 0;
+        else if (!strcmp(f, "--tls-cert")) tls_cert_path = v;
+        else if (!strcmp(f, "--tls-key")) tls_key_path = v;
         else if (!strcmp(f, "--auth-poll-ms")) ok = num_flag(v, 600000, &auth_poll) && auth_poll >= 10;
         else {
             fprintf(stderr, "vectron gateway: unknown flag %s (see vectron gateway --help)\n", f);
@@ -164,6 +168,8 @@ int vx_gateway_main(int argc, char **argv)
                         .login_per_address = (unsigned)login_addr,
                         .login_per_account = (unsigned)login_acct,
                         .login_window_s = (unsigned)login_win};
+    char *tls_cert = NULL, *tls_key = NULL;
+    if (vx_http_tls_load(tls_cert_path, tls_key_path, &tls_cert, &tls_key) != 0) return 2;
     vx_gate *gate = NULL;
     if (vx_gate_setup_open(&gs, &gate) != 0) return 2;
     sigset_t set;
@@ -211,7 +217,9 @@ int vx_gateway_main(int argc, char **argv)
                               .body_timeout_s = (unsigned)body_timeout,
                               .max_connections = (unsigned)threads * 64,
                               .max_connections_per_address = (unsigned)per_addr,
-                              .slow_query_ms = 500};
+                              .slow_query_ms = 500,
+                              .tls_cert_pem = tls_cert,
+                              .tls_key_pem = tls_key};
         char herr[VX_HTTP_ERRMSG_LEN];
         rc = vx_http_start(&ho, api, metrics, &http, herr);
         if (rc != 0) vx_log(VX_LOG_ERROR, "start_failed", "message=%s", herr);
@@ -224,6 +232,9 @@ int vx_gateway_main(int argc, char **argv)
     }
     vx_http_stop(http);
     if (api) vx_api_free(api);
+    free(tls_cert);
+    if (tls_key) sodium_memzero(tls_key, strlen(tls_key));
+    free(tls_key);
     vx_metrics_free(metrics);
     vx_auth_sync_stop(as);
     vx_cluster_free(cl);

@@ -93,6 +93,9 @@ typedef struct vx_config {
      * comes from the VECTRON_ADMIN_KEY variable or admin_key_file -- never
      * from a flag or the config file, so it shows in no process list. */
     char auth[8];
+    /* HTTPS on the API: PEM files of the certificate (chain) and its key;
+     * "none" (default) for both: plain HTTP. */
+    char tls_cert[VX_CONFIG_PATH_MAX], tls_key[VX_CONFIG_PATH_MAX];
     /* A file holding the admin key (first line).  Default "none". */
     char admin_key_file[VX_CONFIG_PATH_MAX];
     /* A file holding the secret JWT signing keys are derived from.

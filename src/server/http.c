@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <strings.h>
 #include <time.h>
 #include <sys/socket.h>
@@ -591,10 +592,17 @@ int vx_http_start(const vx_http_options *opt, vx_api *api, vx_metrics *metrics, 
         return vx_errf(errbuf, VX_HTTP_ERRMSG_LEN, VX_EINVAL, "bad listen address %s (IPv4)",
                        opt->host);
     }
+    bool tls = opt->tls_cert_pem != NULL && opt->tls_key_pem != NULL;
+    struct MHD_OptionItem tls_opts[] = {
+        {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)opt->tls_cert_pem},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)opt->tls_key_pem},
+        {MHD_OPTION_END, 0, NULL},
+    };
     h->d = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-            MHD_USE_ERROR_LOG | MHD_USE_ITC,
-        opt->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, h,
+            MHD_USE_ERROR_LOG | MHD_USE_ITC | (tls ? MHD_USE_TLS : 0),
+        opt->port, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, tls_opts,
+        MHD_OPTION_EXTERNAL_LOGGER, log_mhd, h,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)opt->conn_timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)opt->max_connections,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE,
@@ -606,11 +614,62 @@ int vx_http_start(const vx_http_options *opt, vx_api *api, vx_metrics *metrics, 
         pthread_cond_destroy(&h->reaper_cv);
         free(h);
         return vx_errf(errbuf, VX_HTTP_ERRMSG_LEN, VX_EIO,
-                       "cannot listen on %s:%u (in use, or not allowed)", opt->host,
-                       (unsigned)opt->port);
+                       tls ? "cannot listen on %s:%u (in use, not allowed, or the TLS certificate "
+                             "and key are unusable or do not match)"
+                           : "cannot listen on %s:%u (in use, or not allowed)",
+                       opt->host, (unsigned)opt->port);
     }
     h->reaper_started = pthread_create(&h->reaper, NULL, reaper_main, h) == 0;
     *out = h;
+    return 0;
+}
+
+static char *read_pem(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) return NULL;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    for (size_t n; buf != NULL && (n = fread(buf + len, 1, cap - len - 1, f)) > 0;) {
+        len += n;
+        if (len + 1 == cap) {
+            char *b = cap < (1u << 20) ? realloc(buf, cap * 2) : NULL; /* a PEM is small */
+            if (b == NULL) free(buf);
+            buf = b;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (buf == NULL || len == 0) {
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+static bool path_given(const char *p) { return p != NULL && p[0] != '\0' && strcmp(p, "none") != 0; }
+
+int vx_http_tls_load(const char *cert_path, const char *key_path, char **cert, char **key)
+{
+    *cert = *key = NULL;
+    if (!path_given(cert_path) && !path_given(key_path)) return 0;
+    if (!path_given(cert_path) || !path_given(key_path)) {
+        vx_log(VX_LOG_ERROR, "start_failed", "message=%s",
+               "HTTPS needs both tls_cert and tls_key (PEM files)");
+        return 2;
+    }
+    *cert = read_pem(cert_path);
+    *key = read_pem(key_path);
+    if (*cert == NULL || *key == NULL) {
+        vx_log(VX_LOG_ERROR, "start_failed", "message=%s cert=%s key=%s",
+               "a TLS file cannot be read or is empty", cert_path, key_path);
+        free(*cert);
+        if (*key) sodium_memzero(*key, strlen(*key));
+        free(*key);
+        *cert = *key = NULL;
+        return 2;
+    }
     return 0;
 }
 

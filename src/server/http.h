@@ -24,7 +24,15 @@ typedef struct vx_http_options {
     unsigned max_connections;
     unsigned max_connections_per_address; /* 0: no limit */
     unsigned slow_query_ms;
+    /* HTTPS (libmicrohttpd over GnuTLS): PEM text of the certificate chain
+     * and its private key; both NULL: plain HTTP */
+    const char *tls_cert_pem, *tls_key_pem;
 } vx_http_options;
+
+/* The TLS settings of a role: the PEM files' contents into *cert and *key
+ * (malloc'd; both NULL when both paths are NULL or "none").  2 with a
+ * logged reason when only one is given or a file cannot be read. */
+int vx_http_tls_load(const char *cert_path, const char *key_path, char **cert, char **key);
 
 int vx_http_start(const vx_http_options *opt, vx_api *api, struct vx_metrics *metrics,
                   vx_http **out, char *errbuf);

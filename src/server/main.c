@@ -37,6 +37,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,11 @@ static int serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    char *tls_cert = NULL, *tls_key = NULL; /* read before anything opens: a bad file stops here */
+    if (vx_http_tls_load(cfg.tls_cert, cfg.tls_key, &tls_cert, &tls_key) != 0) {
+        vx_gate_free(gate);
+        return 2;
+    }
     vx_metrics *metrics = vx_metrics_new();
     vx_histogram *commit_hist =
         vx_metrics_histogram(metrics, "vectron_raft_commit_seconds",
@@ -138,6 +144,9 @@ static int serve(int argc, char **argv)
         vx_log(VX_LOG_ERROR, "start_failed", "message=%s", rerr);
         vx_metrics_free(metrics);
         vx_gate_free(gate);
+        free(tls_cert);
+        if (tls_key) sodium_memzero(tls_key, strlen(tls_key));
+        free(tls_key);
         return 1;
     }
     vx_api_limits lim;
@@ -162,15 +171,18 @@ static int serve(int argc, char **argv)
                               .body_timeout_s = cfg.body_timeout_s,
                               .max_connections = cfg.http_threads * 64,
                               .max_connections_per_address = cfg.max_connections_per_address,
-                              .slow_query_ms = cfg.slow_query_ms ? cfg.slow_query_ms : UINT32_MAX};
+                              .slow_query_ms = cfg.slow_query_ms ? cfg.slow_query_ms : UINT32_MAX,
+                              .tls_cert_pem = tls_cert,
+                              .tls_key_pem = tls_key};
         char herr[VX_HTTP_ERRMSG_LEN];
         rc = vx_http_start(&ho, api, metrics, &http, herr);
         if (rc != 0) vx_log(VX_LOG_ERROR, "start_failed", "message=%s", herr);
     }
     if (rc == 0) {
         vx_runtime_wait_ready(rt, 30000);
-        vx_log(VX_LOG_INFO, "listening", "version=%s http_host=%s http_port=%u raft=%s data_dir=%s",
-               VECTRON_VERSION, cfg.http_host, cfg.http_port, raft_addr, cfg.data_dir);
+        vx_log(VX_LOG_INFO, "listening", "version=%s scheme=%s http_host=%s http_port=%u raft=%s data_dir=%s",
+               VECTRON_VERSION, tls_cert ? "https" : "http", cfg.http_host, cfg.http_port, raft_addr,
+               cfg.data_dir);
         int sig = 0;
         sigwait(&set, &sig);
         vx_log(VX_LOG_INFO, "stopping", "signal=%d", sig);
@@ -180,6 +192,9 @@ static int serve(int argc, char **argv)
     vx_runtime_close(rt);
     vx_gate_free(gate);
     vx_metrics_free(metrics);
+    free(tls_cert);
+    if (tls_key) sodium_memzero(tls_key, strlen(tls_key));
+    free(tls_key);
     vx_log(VX_LOG_INFO, "stopped", "status=%d", rc);
     return rc == 0 ? 0 : 1;
 }

@@ -56,6 +56,8 @@ static const struct {
     {"login_attempts_per_account", "--login-attempts-per-account", "VECTRON_LOGIN_ATTEMPTS_PER_ACCOUNT", "10"},
     {"login_window_s", "--login-window-s", "VECTRON_LOGIN_WINDOW_S", "60"},
     {"body_timeout_s", "--body-timeout-s", "VECTRON_BODY_TIMEOUT_S", "60"},
+    {"tls_cert", "--tls-cert", "VECTRON_TLS_CERT", "none"},
+    {"tls_key", "--tls-key", "VECTRON_TLS_KEY", "none"},
     {"max_connections_per_address", "--max-connections-per-address", "VECTRON_MAX_CONNECTIONS_PER_ADDRESS", "128"},
 };
 #define NSPEC (sizeof spec / sizeof spec[0])
@@ -122,6 +124,8 @@ static void assert_config_equal(const vx_config *a, const vx_config *b)
     assert_int_equal(a->max_backlog, b->max_backlog);
     assert_string_equal(a->auth, b->auth);
     assert_string_equal(a->admin_key_file, b->admin_key_file);
+    assert_string_equal(a->tls_cert, b->tls_cert);
+    assert_string_equal(a->tls_key, b->tls_key);
     assert_string_equal(a->jwt_secret_file, b->jwt_secret_file);
     assert_string_equal(a->jwt_kid, b->jwt_kid);
     assert_string_equal(a->jwt_accept, b->jwt_accept);
