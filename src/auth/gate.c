@@ -22,7 +22,7 @@
 #define STRIPE_CAP 4096 /* buckets per stripe before idle ones are dropped */
 #define MAX_KIDS 8
 #define PW_WAIT_MS 2000
-#define LOGIN_MAX 100000 /* the most attempts a window may allow */
+#define LOGIN_MAX 1000 /* the most attempts a window may allow (each log holds that many times) */
 
 /* ---- the credentials, as loaded --------------------------------------------------------- */
 
@@ -385,7 +385,7 @@ static astripe *alog_stripe(vx_gate *g, const char *name, uint64_t *h)
  * absent (or out of memory: then the attempt goes uncounted rather than
  * refusing every login). */
 static alog *alog_get(vx_gate *g, astripe *as, uint64_t h, const char *name, unsigned cap, uint64_t now,
-                      bool make)
+                      bool make, const alog *keep)
 {
     uint64_t win = (uint64_t)g->opt.login_window_s * 1000000000ull;
     alog **head = &as->head[(h / STRIPES) % ALOG_HEADS];
@@ -397,6 +397,10 @@ static alog *alog_get(vx_gate *g, astripe *as, uint64_t h, const char *name, uns
             for (size_t i = 0; i < ALOG_HEADS; i++)
                 for (alog **pp = &as->head[i]; *pp;) {
                     alog *x = *pp;
+                    if (x == keep) { /* the caller holds it (the other log of one attempt) */
+                        pp = &x->next;
+                        continue;
+                    }
                     if (x->n == 0 || now - x->t[x->n - 1] >= win) {
                         *pp = x->next;
                         free(x->name);
@@ -448,7 +452,8 @@ static void alog_names(const char *peer, const char *user, char *an, size_t an_n
     snprintf(un, un_n, "acct:%.128s", user ? user : "");
 }
 
-vx_gate_verdict vx_gate_login_admit(vx_gate *g, const char *peer, const char *user, int *retry_after_s)
+vx_gate_verdict vx_gate_login_admit(vx_gate *g, const char *peer, const char *user, int *retry_after_s,
+                                    uint64_t *stamp)
 {
     char an[96], un[140];
     alog_names(peer, user, an, sizeof an, un, sizeof un);
@@ -457,14 +462,15 @@ vx_gate_verdict vx_gate_login_admit(vx_gate *g, const char *peer, const char *us
     astripe *first = sa < su ? sa : su, *second = sa < su ? su : sa;
     pthread_mutex_lock(&first->mu);
     if (second != first) pthread_mutex_lock(&second->mu);
-    alog *a = alog_get(g, sa, ha, an, g->opt.login_per_address, now, true);
-    alog *u = alog_get(g, su, hu, un, g->opt.login_per_account, now, true);
+    alog *a = alog_get(g, sa, ha, an, g->opt.login_per_address, now, true, NULL);
+    alog *u = alog_get(g, su, hu, un, g->opt.login_per_account, now, true, a);
     uint64_t win = (uint64_t)g->opt.login_window_s * 1000000000ull, free_at = 0;
     if (a && a->n >= a->cap) free_at = a->t[0] + win;
     if (u && u->n >= u->cap && u->t[0] + win > free_at) free_at = u->t[0] + win;
     if (free_at == 0) { /* both have room: count the attempt in both */
         if (a) a->t[a->n++] = now;
         if (u) u->t[u->n++] = now;
+        if (stamp) *stamp = now;
     }
     if (second != first) pthread_mutex_unlock(&second->mu);
     pthread_mutex_unlock(&first->mu);
@@ -476,7 +482,7 @@ vx_gate_verdict vx_gate_login_admit(vx_gate *g, const char *peer, const char *us
     return VX_GATE_LIMITED;
 }
 
-void vx_gate_login_refund(vx_gate *g, const char *peer, const char *user)
+void vx_gate_login_refund(vx_gate *g, const char *peer, const char *user, uint64_t stamp)
 {
     char an[96], un[140];
     alog_names(peer, user, an, sizeof an, un, sizeof un);
@@ -487,8 +493,15 @@ void vx_gate_login_refund(vx_gate *g, const char *peer, const char *user)
         uint64_t h;
         astripe *as = alog_stripe(g, names[i], &h);
         pthread_mutex_lock(&as->mu);
-        alog *a = alog_get(g, as, h, names[i], caps[i], now, false);
-        if (a && a->n > 0) a->n--; /* the newest: this attempt's, or one as recent */
+        alog *a = alog_get(g, as, h, names[i], caps[i], now, false, NULL);
+        /* this attempt's entry, if it is still in the window (not whichever
+         * is newest: that may be another attempt's) */
+        for (unsigned k = a ? a->n : 0; k-- > 0;)
+            if (a->t[k] == stamp) {
+                memmove(a->t + k, a->t + k + 1, (a->n - k - 1) * sizeof a->t[0]);
+                a->n--;
+                break;
+            }
         pthread_mutex_unlock(&as->mu);
     }
 }

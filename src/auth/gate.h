@@ -116,8 +116,9 @@ int vx_principal_copy(vx_principal *dst, const vx_principal *src);
  * used up its attempts in the window; then neither is charged.  A login that
  * succeeds, or was not checked (BUSY), gives its attempt back with
  * vx_gate_login_refund. */
-vx_gate_verdict vx_gate_login_admit(vx_gate *g, const char *peer, const char *user, int *retry_after_s);
-void vx_gate_login_refund(vx_gate *g, const char *peer, const char *user);
+vx_gate_verdict vx_gate_login_admit(vx_gate *g, const char *peer, const char *user, int *retry_after_s,
+                                    uint64_t *stamp);
+void vx_gate_login_refund(vx_gate *g, const char *peer, const char *user, uint64_t stamp);
 
 /* May p act with `need` on collection coll (NULL: on the cluster/global)? */
 bool vx_gate_allows(const vx_principal *p, vx_role need, const char *coll);

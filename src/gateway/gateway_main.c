@@ -122,8 +122,8 @@ int vx_gateway_main(int argc, char **argv)
         else if (!strcmp(f, "--burst-per-key")) ok = num_flag(v, 100000000, &burst_key) && burst_key > 0;
         else if (!strcmp(f, "--rate-per-address")) ok = num_flag(v, 100000000, &rate_addr);
         else if (!strcmp(f, "--burst-per-address")) ok = num_flag(v, 100000000, &burst_addr) && burst_addr > 0;
-        else if (!strcmp(f, "--login-attempts-per-address")) ok = num_flag(v, 100000, &login_addr) && login_addr > 0;
-        else if (!strcmp(f, "--login-attempts-per-account")) ok = num_flag(v, 100000, &login_acct) && login_acct > 0;
+        else if (!strcmp(f, "--login-attempts-per-address")) ok = num_flag(v, 1000, &login_addr) && login_addr > 0;
+        else if (!strcmp(f, "--login-attempts-per-account")) ok = num_flag(v, 1000, &login_acct) && login_acct > 0;
         else if (!strcmp(f, "--login-window-s")) ok = num_flag(v, 86400, &login_win) && login_win > 0;
         else if (!strcmp(f, "--tls-cert")) tls_cert_path = v;
         else if (!strcmp(f, "--tls-key")) tls_key_path = v;

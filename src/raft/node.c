@@ -368,6 +368,7 @@ static void t_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
 typedef struct in_conn {
     vx_node *node;
     struct in_conn *prev, *next; /* in node->in_conns */
+    struct sockaddr_storage peer; /* for the per-address cap */
     uv_tcp_t *tcp; /* raft_malloc'd */
     uv_timer_t timer;
     uv_write_t ch_write;
@@ -484,7 +485,8 @@ static void in_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     vx_group *g = vx_node_find_group(n, cl.gid);
-    if (g == NULL || n->closing || !peer_known(g, cl.id) ||
+    /* a closing group's configuration may already be freed by libraft */
+    if (g == NULL || n->closing || g->closing || !peer_known(g, cl.id) ||
         (cl.magic == HS_MAGIC && g->accept_cb == NULL)) {
         in_conn_reject(c);
         return;
@@ -518,6 +520,18 @@ static void in_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void raft_free_handle(uv_handle_t *h) { raft_free(h); }
 
+static bool same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family) return false;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)(const void *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)(const void *)b)->sin_addr.s_addr;
+    if (a->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)(const void *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)(const void *)b)->sin6_addr, 16) == 0;
+    return false;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     vx_node *n = server->data;
@@ -528,6 +542,19 @@ static void on_connection(uv_stream_t *server, int status)
     in_conn *c = n->pending_in < HS_MAX_PENDING ? calloc(1, sizeof(*c)) : NULL;
     tcp->data = c;
     if (uv_accept(server, (uv_stream_t *)tcp) != 0 || c == NULL) {
+        free(c);
+        tcp->data = NULL;
+        uv_close((uv_handle_t *)tcp, raft_free_handle);
+        return;
+    }
+    /* one address may hold a few pending handshakes, not all of them: a
+     * stranger opening connections cannot lock members out */
+    int plen = sizeof c->peer;
+    unsigned same = 0;
+    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&c->peer, &plen) == 0)
+        for (in_conn *o = n->in_conns; o; o = o->next)
+            same += same_host(&o->peer, &c->peer);
+    if (same >= HS_MAX_PER_ADDRESS) {
         free(c);
         tcp->data = NULL;
         uv_close((uv_handle_t *)tcp, raft_free_handle);

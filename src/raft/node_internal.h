@@ -27,6 +27,7 @@
 #define OK_LEN (8 + VX_HS_TAG_LEN)
 #define HS_TIMEOUT_MS 5000    /* a handshake not done by then is closed */
 #define HS_MAX_PENDING 256    /* handshakes in progress per node; more are closed at once */
+#define HS_MAX_PER_ADDRESS 64 /* ... of them from one address (a local cluster is one address) */
 #define HS_LABEL_CONNECTOR "vectron-raft-v2 connector"
 #define HS_LABEL_ACCEPTOR "vectron-raft-v2 acceptor"
 #define SN_MAX_SERVES 4 /* concurrent snapshot streams served per group */

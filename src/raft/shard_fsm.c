@@ -41,8 +41,10 @@ static void bound_log(vx_shard_fsm *f, size_t len)
     }
     f->entry_bytes = 0.9 * f->entry_bytes + 0.1 * (double)len;
     if (++f->applies % 16 != 0) return;
-    raft_set_snapshot_threshold(f->raft, entries_for(LOG_SNAPSHOT_BYTES, f->entry_bytes, 32, f->cap_threshold));
-    raft_set_snapshot_trailing(f->raft, entries_for(LOG_TRAILING_BYTES, f->entry_bytes, 16, f->cap_trailing));
+    raft_set_snapshot_threshold(f->raft, entries_for(LOG_SNAPSHOT_BYTES, f->entry_bytes, 128, f->cap_threshold));
+    /* at least 64 kept: a follower a little behind (a restart) catches up
+     * from the log, not by copying the whole shard */
+    raft_set_snapshot_trailing(f->raft, entries_for(LOG_TRAILING_BYTES, f->entry_bytes, 64, f->cap_trailing));
 }
 
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
@@ -82,6 +84,9 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
 {
     vx_shard_fsm *f = fsm->data;
     if (vx_shard_failed(f->shard)) return RAFT_IOERR;
+    /* its checkpoint would wait for the compaction on a libuv pool thread
+     * (raft_uv's too): libraft takes the snapshot a little later instead */
+    if (vx_shard_compacting(f->shard)) return RAFT_BUSY;
     /* N may be a barrier or a configuration entry the shard never saw */
     if (vx_shard_mark_applied(f->shard, f->raft->last_applied, f->raft->current_term) != 0)
         return RAFT_IOERR;
@@ -166,6 +171,10 @@ static int ops_receive(void *data, int fd, uint64_t min_index, char *errbuf)
 static int ops_install(void *data, char *errbuf)
 {
     vx_shard_fsm *f = data;
+    /* the install closes the replaced shard, which waits for a compaction:
+     * on the loop that would stall every group of the node; try later */
+    if (vx_shard_compacting(f->shard))
+        return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_ESTATE, "replica compacting its index");
     if (pthread_rwlock_trywrlock(&f->lock) != 0)
         return vx_errf(errbuf, VX_SHARD_ERRMSG_LEN, VX_ESTATE, "replica in use");
     int rc = vx_shard_install(&f->shard, errbuf);

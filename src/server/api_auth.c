@@ -179,14 +179,15 @@ static void auth_route(vx_gate *g, const vx_backend *be, const vx_api_request *r
         const char *user = str_field(b, "username"), *pw = str_field(b, "password");
         char *access = NULL, *refresh = NULL;
         unsigned ttl = 0;
-        if (vx_gate_login_admit(g, req->peer, user, &retry) != VX_GATE_OK) {
+        uint64_t stamp = 0;
+        if (vx_gate_login_admit(g, req->peer, user, &retry, &stamp) != VX_GATE_OK) {
             cJSON_Delete(b);
             return limited(res, retry);
         }
         vx_gate_verdict v = user && pw && strlen(pw) <= MAX_PASSWORD
                                 ? vx_gate_login(g, user, pw, &access, &refresh, &ttl)
                                 : VX_GATE_UNAUTHORIZED;
-        if (v == VX_GATE_OK || v == VX_GATE_BUSY) vx_gate_login_refund(g, req->peer, user);
+        if (v == VX_GATE_OK || v == VX_GATE_BUSY) vx_gate_login_refund(g, req->peer, user, stamp);
         if (v == VX_GATE_OK) {
             cJSON *r = cJSON_CreateObject();
             cJSON_AddStringToObject(r, "access_token", access);

@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 /* A live connection, for the deadlines (see the reaper below). */
-enum { LC_AWAIT, LC_BODY, LC_HANDLING, LC_DOOMED };
+enum { LC_AWAIT, LC_BODY, LC_HANDLING, LC_SENDING, LC_DOOMED };
 typedef struct live_conn {
     int fd;
     int phase;
@@ -140,7 +140,12 @@ static void *reaper_main(void *arg)
     while (!h->stopping) {
         uint64_t now = now_ms();
         for (live_conn *lc = h->live; lc; lc = lc->next) {
-            uint64_t limit = lc->phase == LC_AWAIT ? h->headers_ms : lc->phase == LC_BODY ? h->body_ms : 0;
+            /* the answer to a slow reader: five body deadlines (a large scroll
+             * page to a far client), not for ever */
+            uint64_t limit = lc->phase == LC_AWAIT     ? h->headers_ms
+                             : lc->phase == LC_BODY    ? h->body_ms
+                             : lc->phase == LC_SENDING ? 5 * h->body_ms
+                                                       : 0;
             if (limit && now - lc->since_ms > limit) {
                 shutdown(lc->fd, SHUT_RDWR);
                 lc->phase = LC_DOOMED;
@@ -230,7 +235,7 @@ static size_t unescape_cb(void *cls, struct MHD_Connection *conn, char *s)
 
 typedef struct framing {
     int content_length, transfer_encoding;
-    bool bad_name;
+    bool bad_name, bad_coding;
 } framing;
 
 static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -241,7 +246,12 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
     (void)value;
     if (key == NULL || key[0] == '\0' || strpbrk(key, " \t") != NULL) f->bad_name = true;
     else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) f->content_length++;
-    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) f->transfer_encoding++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->transfer_encoding++;
+        /* only "chunked" is framed: libmicrohttpd reads any other coding as
+         * a body that lasts to the end of the connection */
+        if (value == NULL || strcasecmp(value, "chunked") != 0) f->bad_coding = true;
+    }
     return MHD_YES;
 }
 
@@ -251,6 +261,7 @@ static const char *framing_fault(struct MHD_Connection *conn)
     framing f = {0};
     MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &f);
     if (f.bad_name) return "Bad request: a header name is empty or holds whitespace";
+    if (f.bad_coding) return "Bad request: the only Transfer-Encoding accepted is chunked";
     if (f.content_length > 1) return "Bad request: more than one Content-Length header";
     if (f.transfer_encoding > 1) return "Bad request: more than one Transfer-Encoding header";
     if (f.content_length && f.transfer_encoding)
@@ -541,6 +552,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         atomic_fetch_sub(&h->in_flight, 1);
     }
     observe(h, method, url, &res, rid, since(&st->t0));
+    live_phase(h, conn, LC_SENDING); /* the handler is done: the answer has a deadline */
     return send_response(h, conn, &res, rid);
 }
 

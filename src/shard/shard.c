@@ -130,6 +130,14 @@ void vx_shard_set_optimizer(vx_shard *sh, double vacuum_ratio, uint64_t vacuum_m
     pthread_mutex_unlock(&sh->q_mu);
 }
 
+bool vx_shard_compacting(vx_shard *sh)
+{
+    pthread_mutex_lock(&sh->q_mu);
+    bool c = sh->vacuum_scheduled;
+    pthread_mutex_unlock(&sh->q_mu);
+    return c;
+}
+
 void vx_shard_optimizer_status(vx_shard *sh, vx_shard_optimizer *out)
 {
     vx_index_stats st;

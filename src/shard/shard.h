@@ -86,6 +86,9 @@ int vx_shard_open(const char *dir, const vx_shard_config *cfg, vx_workpool *pool
 /* A new compaction policy (a PATCH of optimizers_config); checked at once. */
 void vx_shard_set_optimizer(vx_shard *sh, double vacuum_ratio, uint64_t vacuum_min);
 void vx_shard_optimizer_status(vx_shard *sh, vx_shard_optimizer *out);
+/* A compaction is scheduled or running (an install or a checkpoint would
+ * wait for it: their callers on a loop try again later). */
+bool vx_shard_compacting(vx_shard *sh);
 /* Waits for queued index work, then closes.  Does not checkpoint. */
 void vx_shard_close(vx_shard *sh);
 

@@ -109,10 +109,11 @@ async function attackRaftPort(port, what, { gids = [0, 1, 2, 3] } = {}) {
       [`v2 VXRH group ${gid}, no secret`, (ch) => raftHello(ch, { secret: '', gid, id: 2 })],
     ]),
   ];
-  const results = await Promise.all(cases.map(async ([name, send]) => {
-    const got = await attack(port, { send });
-    return { name, got };
-  }));
+  // in waves of 12: a node takes at most 64 pending handshakes from one
+  // address, and its own peers share 127.0.0.1 here
+  const results = [];
+  for (let i = 0; i < cases.length; i += 12)
+    results.push(...await Promise.all(cases.slice(i, i + 12).map(async ([name, send]) => ({ name, got: await attack(port, { send }) }))));
   for (const { name, got } of results) {
     assert.equal(got.length, 40, `${what} port ${port}, ${name}: read ${got.length} bytes, want only the 40-byte challenge`);
     assert.equal(got.subarray(0, 4).toString(), 'VXCH', `${what}: a challenge`);

@@ -93,6 +93,7 @@ describe('strict framing and clean text (issue 13)', { timeout: 60000 }, () => {
     ['two Content-Length headers', `PUT /collections/smuggle1 HTTP/1.1\r\n${h}Content-Type: application/json\r\nContent-Length: ${body.length}\r\nContent-Length: ${body.length}\r\n\r\n${body}`, /more than one Content-Length/],
     ['whitespace before the colon', `PUT /collections/smuggle2 HTTP/1.1\r\n${h}Content-Type: application/json\r\nContent-Length : ${body.length}\r\n\r\n${body}`, /header name/],
     ['Content-Length with Transfer-Encoding', `PUT /collections/smuggle3 HTTP/1.1\r\n${h}Content-Type: application/json\r\nContent-Length: ${body.length}\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`, /both Content-Length and Transfer-Encoding/],
+    ['a Transfer-Encoding other than chunked', `PUT /collections/smuggle6 HTTP/1.1\r\n${h}Content-Type: application/json\r\nTransfer-Encoding: gzip\r\n\r\n${body}`, /only Transfer-Encoding accepted is chunked/],
     ['%00 in a collection name', `GET /collections/smuggle4%00tail HTTP/1.1\r\n${h}\r\n`, /control character/],
     ['a control byte in a query argument', `GET /collections/smuggle5?wait=%01 HTTP/1.1\r\n${h}\r\n`, /control character/],
   ];
@@ -107,7 +108,7 @@ describe('strict framing and clean text (issue 13)', { timeout: 60000 }, () => {
     });
   }
   it('nothing of the refused requests was acted on', async () => {
-    for (const n of ['smuggle1', 'smuggle2', 'smuggle3'])
+    for (const n of ['smuggle1', 'smuggle2', 'smuggle3', 'smuggle6'])
       assert.equal((await client.collectionExists(n)).exists, false, n);
   });
 
