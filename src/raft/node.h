@@ -24,7 +24,8 @@
  * (libraft) or to the snapshot sender; the connector checks the acceptor's
  * tag before it sends a byte of Raft traffic or takes a byte of snapshot
  * data.  Anything else, or a handshake not done within 5 s, closes the
- * connection without a word; at most 256 handshakes are pending per node.
+ * connection without a word; at most 256 handshakes are pending per node,
+ * 64 from one address.
  * What this does not do: encrypt (docs/security.md).
  *
  * Everything here runs on the loop thread.  Raft apply callbacks (the state
