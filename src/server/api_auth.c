@@ -428,6 +428,37 @@ static void admin_keys(vx_gate *g, const vx_backend *be, const vx_api_request *r
 
 /* ---- the gate ------------------------------------------------------------------------------- */
 
+/* Who is calling (req->who when the headers were checked already: it was
+ * charged then), and may they do what the route needs?  false with res set
+ * (401, 403, 429) when not. */
+static bool admit(vx_gate *g, const vx_api_request *req, need_kind k, vx_role role, const char *coll,
+                  vx_api_response *res, vx_principal *who)
+{
+    const char *hk = req->get_header ? req->get_header(req->arg_ctx, "api-key") : NULL;
+    const char *ha = req->get_header ? req->get_header(req->arg_ctx, "Authorization") : NULL;
+    int retry = 0;
+    vx_gate_verdict v;
+    if (req->who != NULL)
+        v = vx_principal_copy(who, req->who) == 0 ? VX_GATE_OK : VX_GATE_BUSY;
+    else
+        v = vx_gate_authenticate(g, hk, ha, req->peer, who, &retry);
+    if (v == VX_GATE_LIMITED || v == VX_GATE_BUSY) {
+        limited(res, retry);
+        return false;
+    }
+    if (v != VX_GATE_OK) {
+        unauthorized(res);
+        return false;
+    }
+    bool ok = k == NEED_ANY || (k == NEED_GLOBAL_ADMIN && vx_gate_allows(who, VX_ROLE_ADMIN, NULL)) ||
+              (k == NEED_ROLE && vx_gate_allows(who, role, coll));
+    if (!ok) {
+        forbidden(res, k == NEED_ROLE ? coll : NULL);
+        vx_principal_clear(who);
+    }
+    return ok;
+}
+
 int vx_api_gate_headers(vx_gate *g, const vx_api_request *req, char **seg, size_t n,
                         vx_api_response *res, vx_principal *who)
 {
@@ -436,26 +467,7 @@ int vx_api_gate_headers(vx_gate *g, const vx_api_request *req, char **seg, size_
     const char *coll;
     need_kind k = classify(req->method, seg, n, &role, &coll);
     if (k == NEED_OPEN || k == AUTH_ROUTE) return VX_API_OPEN;
-    const char *hk = req->get_header ? req->get_header(req->arg_ctx, "api-key") : NULL;
-    const char *ha = req->get_header ? req->get_header(req->arg_ctx, "Authorization") : NULL;
-    int retry = 0;
-    vx_gate_verdict v = vx_gate_authenticate(g, hk, ha, req->peer, who, &retry);
-    if (v == VX_GATE_LIMITED || v == VX_GATE_BUSY) {
-        limited(res, retry);
-        return VX_API_REFUSED;
-    }
-    if (v != VX_GATE_OK) {
-        unauthorized(res);
-        return VX_API_REFUSED;
-    }
-    bool ok = k == NEED_ANY || (k == NEED_GLOBAL_ADMIN && vx_gate_allows(who, VX_ROLE_ADMIN, NULL)) ||
-              (k == NEED_ROLE && vx_gate_allows(who, role, coll));
-    if (!ok) {
-        forbidden(res, k == NEED_ROLE ? coll : NULL);
-        vx_principal_clear(who);
-        return VX_API_REFUSED;
-    }
-    return VX_API_AUTHED;
+    return admit(g, req, k, role, coll, res, who) ? VX_API_AUTHED : VX_API_REFUSED;
 }
 
 bool vx_api_gate(vx_gate *g, const vx_backend *be, const vx_api_request *req, char **seg, size_t n,
@@ -470,29 +482,7 @@ bool vx_api_gate(vx_gate *g, const vx_backend *be, const vx_api_request *req, ch
         auth_route(g, be, req, seg, n, res);
         return true;
     }
-    const char *hk = req->get_header ? req->get_header(req->arg_ctx, "api-key") : NULL;
-    const char *ha = req->get_header ? req->get_header(req->arg_ctx, "Authorization") : NULL;
-    int retry = 0;
-    vx_gate_verdict v;
-    if (req->who != NULL) /* authenticated from the headers already, and charged then */
-        v = vx_principal_copy(who, req->who) == 0 ? VX_GATE_OK : VX_GATE_BUSY;
-    else
-        v = vx_gate_authenticate(g, hk, ha, req->peer, who, &retry);
-    if (v == VX_GATE_LIMITED || v == VX_GATE_BUSY) {
-        limited(res, retry);
-        return true;
-    }
-    if (v != VX_GATE_OK) {
-        unauthorized(res);
-        return true;
-    }
-    bool ok = k == NEED_ANY || (k == NEED_GLOBAL_ADMIN && vx_gate_allows(who, VX_ROLE_ADMIN, NULL)) ||
-              (k == NEED_ROLE && vx_gate_allows(who, role, coll));
-    if (!ok) {
-        forbidden(res, k == NEED_ROLE ? coll : NULL);
-        vx_principal_clear(who);
-        return true;
-    }
+    if (!admit(g, req, k, role, coll, res, who)) return true;
     if (k == NEED_GLOBAL_ADMIN && n >= 3 && is(seg[0], "v1") && is(seg[1], "admin")) {
         res->route = "admin";
         if (is(seg[2], "users")) admin_users(g, be, req, seg, n, res);

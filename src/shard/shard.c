@@ -1231,16 +1231,23 @@ bool vx_shard_backlog_full(vx_shard *sh)
     return full;
 }
 
-int vx_shard_wait_backlog(vx_shard *sh, int timeout_ms)
+/* now + ms on the clock q_cv waits with (CLOCK_REALTIME, the default) */
+static struct timespec deadline_after(int ms)
 {
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    dl.tv_sec += ms / 1000;
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (dl.tv_nsec >= 1000000000L) {
         dl.tv_sec++;
         dl.tv_nsec -= 1000000000L;
     }
+    return dl;
+}
+
+int vx_shard_wait_backlog(vx_shard *sh, int timeout_ms)
+{
+    struct timespec dl = deadline_after(timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&sh->q_mu);
     /* the indexer signals q_cv with every change it takes off the queue */
@@ -1253,14 +1260,7 @@ int vx_shard_wait_backlog(vx_shard *sh, int timeout_ms)
 
 int vx_shard_wait_indexed(vx_shard *sh, int timeout_ms)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = deadline_after(timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&sh->q_mu);
     while (sh->indexed_upto < sh->applied && rc == 0)
